@@ -1,0 +1,292 @@
+"""Typed experiment config: YAML file + dotted command-line overrides, validated up front.
+
+A config is plain data (nested dataclasses). Every key is checked (unknown key, wrong type, impossible
+value) before any process group, download or model is created, and each problem is one line naming the
+key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from distgan.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are shaped."""
+
+    path: str = ""  # hub id, or a local parquet file/folder, imagefolder or folder of images
+    split: str = "train"
+    image_size: int = 64
+    channels: Literal[1, 3] = 3
+    image_column: str = "image"
+    label_column: str = "label"
+    num_classes: int | None = None  # None: read from the dataset's ClassLabel feature when a family needs it
+    shuffle_buffer: int = 1000  # 0 disables shuffling
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("data.path: is empty; set it to a hub dataset id or a local folder/parquet file")
+        if self.image_size < 4:
+            raise ConfigError(f"data.image_size: must be >= 4, got {self.image_size}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"data.num_classes: must be >= 1, got {self.num_classes}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"data.shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: batch per process, step budget, precision, optimiser."""
+
+    batch_size: int = 64  # per process
+    max_steps: int = 1000
+    max_seconds: float | None = None  # wall-clock budget: stop cleanly, checkpoint and export when spent
+    seed: int = 0
+    grad_accum: int = 1  # micro-batches per optimiser step, for both phases
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: take `accelerate launch`'s setting
+    sync_bn: bool = False  # SyncBatchNorm across ranks (GPU only)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def validate(self) -> None:
+        for key in ("batch_size", "max_steps", "grad_accum"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"train.max_seconds: must be > 0 (or null for no limit), got {self.max_seconds}")
+        for key in ("lr_g", "lr_d"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"train.{key}: must be > 0, got {getattr(self, key)}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class LogConfig:
+    """What is logged, where, and how often."""
+
+    every: int = 50  # steps between scalar logs
+    sample_every: int = 500  # steps between sample grids (a grid is always written at the end)
+    num_samples: int = 64
+    wandb: Literal["auto", "online", "offline", "off"] = "auto"  # auto: online if logged in, else offline
+    project: str = "distgan"
+    run_name: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        for key in ("every", "sample_every", "num_samples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"log.{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class CheckpointConfig:
+    """How often training state is saved and how many checkpoints are kept."""
+
+    every: int = 1000
+    keep: int = 3
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoint.every: must be >= 1, got {self.every}")
+        if self.keep < 1:
+            raise ConfigError(f"checkpoint.keep: must be >= 1, got {self.keep}")
+
+
+@dataclass
+class ModelParams:
+    """Base of every family's model hyperparameters; `family` picks the registered family."""
+
+    family: str = ""
+
+    def validate(self, data: DataConfig) -> None:
+        """Check the family's own keys against the data they will be trained on."""
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    model: ModelParams
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    name: str = "run"  # the config's name (file stem); the default run directory is runs/<name>
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-safe) of the resolved config."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
+    "checkpoint": CheckpointConfig,
+}
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a file in configs/ (`dcgan_faces` -> configs/dcgan_faces.yaml)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"--config {name_or_path}: no such file")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    hint = difflib.get_close_matches(name_or_path, known, n=1)
+    hint_text = f" (did you mean '{hint[0]}'?)" if hint else f"; known: {', '.join(known)}"
+    raise ConfigError(f"--config {name_or_path}: no such file or config name in {CONFIG_DIR}{hint_text}")
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a config file, apply `section.key=value` overrides, and validate everything."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections (model, data, train, log, checkpoint)")
+    overridden = apply_overrides(raw, overrides)
+    try:
+        return build_config(raw, name=path.stem)
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        where = "command-line override" if key in overridden else str(path)
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> set[str]:
+    """Apply `a.b=value` strings (value parsed as YAML) in place; returns the dotted keys set."""
+    keys = set()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected section.key=value, e.g. train.batch_size=256")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override '{item}': key must be section.key, e.g. train.batch_size")
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"override '{item}': '{parts[0]}' is not a section")
+        section[parts[1]] = yaml.safe_load(value) if value.strip() else None
+        keys.add(key.strip())
+    return keys
+
+
+def build_config(raw: dict[str, Any], name: str = "run") -> Config:
+    """Validate a raw nested dict into a Config; raises ConfigError('key: problem')."""
+    from distgan.registry import get_family  # registry imports config; import here to avoid a cycle
+
+    sections = dict(raw)
+    name = str(sections.pop("name", name))  # present in a saved run's config.yaml
+    for key in sections:
+        if key not in (*SECTIONS, "model"):
+            raise ConfigError(_unknown(key, [*SECTIONS, "model"], "section"))
+    model_raw = sections.get("model") or {}
+    if not isinstance(model_raw, dict) or "family" not in model_raw:
+        raise ConfigError("model.family: missing; name a registered family (e.g. gan, dcgan)")
+    family = get_family(str(model_raw["family"]))
+    built = {k: _build(cls, sections.get(k) or {}, k) for k, cls in SECTIONS.items()}
+    model = _build(family.Params, model_raw, "model")
+    cfg = Config(model=model, name=name, **built)
+    for section in built.values():
+        section.validate()
+    model.validate(cfg.data)
+    return cfg
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix}: must be a mapping of keys, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown(f"{prefix}.{key}", [f"{prefix}.{k}" for k in fields], "key"))
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    return cls(**kwargs)
+
+
+def _unknown(key: str, choices: list[str], what: str) -> str:
+    hint = difflib.get_close_matches(key, choices, n=1)
+    suggestion = f"did you mean '{hint[0]}'?" if hint else f"known: {', '.join(sorted(choices))}"
+    return f"{key}: unknown {what} ({suggestion})"
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the type hint `tp`, converting only where YAML is ambiguous (1e-4 is a str)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return os.path.expandvars(value) if key == "data.path" else value
+    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in a Params class, not user input
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, in a fixed section order."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,142 @@
+"""A `datasets` stream of images (and labels/sources) split across ranks, batched by a DataLoader.
+
+Rules learned the hard way (datasets 5.2, accelerate 1.15):
+- the DataLoader is NOT passed to `accelerator.prepare`: the stream is already split with
+  `split_dataset_by_node`, and doing both drops half the data;
+- every rank shuffles with the same seed before splitting, so ranks never overlap, and `set_epoch`
+  reshuffles each epoch;
+- the stream is endless (epoch after epoch) and training counts steps, so every rank runs the same
+  number of steps even when shards divide unevenly (uneven steps would hang DDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+import torch
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader
+
+from distgan.config import DataConfig
+from distgan.data.source import Source, resolve_source
+from distgan.data.transforms import image_transform, to_pil
+from distgan.errors import DistganError
+from distgan.family import Batch, DataSpec
+
+# datasets sleeps this long (an arrow thread-shutdown workaround for interpreter exit) at the end of every
+# pass over a multi-shard stream; our passes end mid-run, so ~5 s per epoch would only stall small datasets.
+datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.05
+
+
+class ImageStream:
+    """Opens `data.path` lazily (no download), checks its columns, and yields endless per-rank batches."""
+
+    def __init__(self, cfg: DataConfig, columns: tuple[str, ...], source: Source | None = None) -> None:
+        self.cfg = cfg
+        self.columns = columns
+        self.source = source or resolve_source(cfg.path)
+        try:
+            self.dataset = datasets.load_dataset(
+                self.source.builder, **self.source.kwargs, split=cfg.split, streaming=True
+            )
+        except ValueError as e:  # e.g. an unknown split
+            raise DistganError(f"data.path={cfg.path} ({self.source.description}): {str(e).splitlines()[0]}") from None
+        self._check_columns()
+        self.spec = DataSpec(cfg.image_size, cfg.channels, self._num_classes())
+
+    # --- what the data offers ------------------------------------------------------------------------
+    def _column_names(self) -> list[str]:
+        features = self.dataset.features
+        if features is not None:
+            return list(features)
+        return list(next(iter(self.dataset.take(1))).keys())  # formats without a schema: peek at one row
+
+    def _check_columns(self) -> None:
+        available = self._column_names()
+        for key, column in self._column_map().items():
+            if column not in available:
+                raise DistganError(
+                    f"data.{key}_column={column!r}: no such column in {self.cfg.path} "
+                    f"(columns: {', '.join(available)}); set data.{key}_column"
+                )
+
+    def _column_map(self) -> dict[str, str]:
+        """Batch key -> dataset column for what the family reads."""
+        names = {"image": self.cfg.image_column, "label": self.cfg.label_column}
+        return {key: names[key] for key in self.columns if key in names}
+
+    def _num_classes(self) -> int | None:
+        if "label" not in self.columns:
+            return None
+        if self.cfg.num_classes is not None:
+            return self.cfg.num_classes
+        feature = (self.dataset.features or {}).get(self.cfg.label_column)
+        if isinstance(feature, datasets.ClassLabel):
+            return feature.num_classes
+        raise DistganError(
+            f"data.num_classes: column {self.cfg.label_column!r} of {self.cfg.path} has no class names; "
+            "set data.num_classes"
+        )
+
+    # --- batches -------------------------------------------------------------------------------------
+    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any]:
+        """This rank's DataLoader over its part of the stream, and the stream (for `set_epoch`)."""
+        columns = self._column_map()
+        ds = self.dataset.select_columns(list(dict.fromkeys(columns.values())))
+        if self.cfg.shuffle_buffer:
+            ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+        ds = ds.map(
+            _Example(columns, self.cfg.image_size, self.cfg.channels), remove_columns=list(set(columns.values()))
+        )
+        workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
+        loader = DataLoader(
+            ds, batch_size=batch_size, num_workers=workers, drop_last=True, pin_memory=torch.cuda.is_available()
+        )
+        return loader, ds
+
+    def batches(
+        self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int = 0
+    ) -> Iterator[tuple[int, Batch]]:
+        """Endless (epoch, batch) pairs for this rank, reshuffled every epoch; validates labels."""
+        loader, ds = self.loader(batch_size, seed, rank, world_size)
+        while True:
+            ds.set_epoch(epoch)
+            count = 0
+            for batch in loader:
+                self._check_labels(batch)
+                count += 1
+                yield epoch, batch
+            if count == 0:
+                raise DistganError(
+                    f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
+                    "lower train.batch_size or use more data"
+                )
+            epoch += 1
+
+    def _check_labels(self, batch: Batch) -> None:
+        if "label" not in batch:
+            return
+        labels, n = batch["label"], self.spec.num_classes
+        bad = labels[(labels < 0) | (labels >= n)]
+        if bad.numel():
+            raise DistganError(
+                f"data.{self.cfg.label_column}: label {int(bad[0])} is outside [0, {n}); "
+                "fix the data or set data.num_classes"
+            )
+
+
+class _Example:
+    """Picklable per-example transform (runs in DataLoader workers): decode, resize, crop, scale."""
+
+    def __init__(self, columns: dict[str, str], size: int, channels: int) -> None:
+        self.columns, self.channels = columns, channels
+        self.transform = image_transform(size, channels)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.transform(to_pil(row[self.columns["image"]], self.channels))}
+        if "label" in self.columns:
+            out["label"] = torch.tensor(int(row[self.columns["label"]]))
+        return out

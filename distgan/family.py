@@ -1,0 +1,97 @@
+"""What a GAN family is to the trainer: its networks, the two phases of its loss, and how it samples.
+
+The trainer only ever talks to this interface (stylegan2-ada's `loss.py` idea: the loss object owns the
+phases). In the D phase the trainer has switched G's parameters off (`requires_grad_(False)`) and hands in
+the DDP-wrapped D; in the G phase it is the other way round. So a family writes plain forward code and the
+right gradients (and only those) are computed and all-reduced.
+
+Batches are dicts: "image" (B, C, H, W) in [-1, 1] is always there; "label" (B,) int64 and "source"
+(B, C, H, W) appear when a family lists them in `columns` (conditional and image-to-image families).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from distgan.config import ModelParams
+from distgan.losses import d_bce, g_nonsaturating
+
+Batch = dict[str, Tensor]
+Stats = dict[str, Tensor]  # scalar tensors, kept on device; reduced across ranks only when logged
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the data tells the networks: resolution, channels and (if labelled) the number of classes."""
+
+    image_size: int
+    channels: int
+    num_classes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Family:
+    """Base class of a GAN family; the defaults are an unconditional GAN with the non-saturating BCE loss.
+
+    Subclasses set `name` and `Params`, build the two networks, and override the phases or sampling
+    when their inputs differ (labels, source images).
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[ModelParams]] = ModelParams
+    columns: ClassVar[tuple[str, ...]] = ("image",)  # batch keys this family reads
+
+    def __init__(self, params: ModelParams, spec: DataSpec) -> None:
+        self.params = params
+        self.spec = spec
+
+    @property
+    def z_dim(self) -> int:
+        """Length of the latent vector the trainer draws per sample (0: the family draws none)."""
+        return int(getattr(self.params, "z_dim", 0))
+
+    def build_generator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_discriminator(self) -> nn.Module:
+        raise NotImplementedError
+
+    # --- the two phases: return (loss to minimise, stats) -------------------------------------------
+    def d_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
+        """D learns real -> 1, G(z) -> 0. G is frozen here, so `G(z)` builds no graph."""
+        fake = G(z)
+        real_logits, fake_logits = D(batch["image"]), D(fake)  # two passes: BN sees real and fake apart
+        loss = d_bce(real_logits, fake_logits)
+        return loss, {"loss_d": loss.detach(), **_d_probs(real_logits, fake_logits)}
+
+    def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
+        """G learns to make D say 1 (non-saturating: maximise log D(G(z)))."""
+        loss = g_nonsaturating(D(G(z)))
+        return loss, {"loss_g": loss.detach()}
+
+    # --- sampling --------------------------------------------------------------------------------------
+    def sample_inputs(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Fixed inputs for the sample grid (same on every call with the same generator state)."""
+        return {"z": torch.randn(n, self.z_dim, generator=generator)}
+
+    def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """Images in [-1, 1], (N, C, H, W), from `sample_inputs`-style inputs already on G's device."""
+        return G(inputs["z"])
+
+    def grid_nrow(self, n: int) -> int:
+        """Images per row of the sample grid."""
+        return max(1, int(round(n**0.5)))
+
+
+def _d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:
+    """D(x) and D(G(z)): mean probabilities the discriminator assigns to real and generated images."""
+    return {
+        "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
+        "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+    }

@@ -1,0 +1,32 @@
+"""Image grids as uint8 (W&B 0.31 stores float images in [0, 1] as black)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def grid_uint8(images: torch.Tensor, nrow: int) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (H', W', 3) uint8 grid."""
+    grid = make_grid(
+        images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1)
+    )
+    return (grid.permute(1, 2, 0).mul(255).round().to(torch.uint8)).numpy()
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write a uint8 HxWx3 array as PNG (to a temporary name first, so a crash leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def image_uint8(image: torch.Tensor) -> np.ndarray:
+    """One (C, H, W) image in [-1, 1] -> (H, W) uint8 for one channel, else (H, W, C)."""
+    pixels = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()

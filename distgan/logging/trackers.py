@@ -1,0 +1,37 @@
+"""W&B through Accelerate's tracker: online when logged in, offline otherwise, off by flag."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+
+def wandb_mode(setting: str) -> str:
+    """`log.wandb` (auto/online/offline/off) -> a wandb.init mode; auto honours WANDB_MODE, then login."""
+    if setting == "off":
+        return "disabled"
+    if setting != "auto":
+        return setting
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if _logged_in() else "offline"
+
+
+def _logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = (os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_init_kwargs(run_dir: Path, mode: str, name: str, run_id: str | None) -> dict[str, Any]:
+    """`init_kwargs` for `accelerator.init_trackers`: the run lives in run_dir/wandb and resumes by id."""
+    kwargs: dict[str, Any] = {"dir": str(run_dir), "mode": mode, "name": name}
+    if run_id:
+        kwargs.update(id=run_id, resume="allow")
+    return {"wandb": kwargs}

@@ -1,0 +1,1 @@
+"""Training: set up (accelerator, precision, wrapping), the two-phase step, checkpoints and the loop."""

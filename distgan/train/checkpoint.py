@@ -1,0 +1,194 @@
+"""Checkpoints on disk: safetensors for every tensor, JSON for everything else; nothing is pickled.
+
+Layout of a run directory's `checkpoints/`:
+    step_000001000/   G.safetensors, D.safetensors, opt_G.{safetensors,json}, opt_D.{...},
+                      scaler_G.json, scaler_D.json, state.json, rng_<rank>.{safetensors,json}
+    latest            text file naming the newest complete step folder
+A checkpoint is written to a temporary folder and renamed into place, so an interrupted write never
+replaces or damages an earlier checkpoint; only the newest `keep` are kept.
+The exported generator (`generator/model.safetensors` + `generator/config.json`) is separate: it is
+all that sampling needs, without the training config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from distgan.errors import DistganError
+
+STEP_PREFIX = "step_"
+
+
+# --- nested state (optimizer, RNG) <-> safetensors + JSON --------------------------------------------
+def _split(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """Replace every tensor in a nested structure by a reference, collecting the tensors."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        tensors[path] = torch.from_numpy(obj.copy())
+        return {"__ndarray__": path}
+    if isinstance(obj, dict):
+        if obj and all(isinstance(k, int) for k in obj):  # optimizer state is keyed by param index
+            return {"__intkeys__": {str(k): _split(v, tensors, f"{path}.{k}") for k, v in obj.items()}}
+        return {k: _split(v, tensors, f"{path}.{k}") for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_split(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_split(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    return obj
+
+
+def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy()
+        if "__intkeys__" in obj:
+            return {int(k): _join(v, tensors) for k, v in obj["__intkeys__"].items()}
+        if "__tuple__" in obj:
+            return tuple(_join(v, tensors) for v in obj["__tuple__"])
+        return {k: _join(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, tensors) for v in obj]
+    return obj
+
+
+def save_tree(obj: Any, folder: Path, name: str) -> None:
+    """Write a nested structure as `name.safetensors` (its tensors) + `name.json` (the rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split(obj, tensors, name)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(skeleton))
+
+
+def load_tree(folder: Path, name: str) -> Any:
+    """Inverse of `save_tree` (tensors on CPU)."""
+    tensors = load_file(str(folder / f"{name}.safetensors"))
+    return _join(json.loads((folder / f"{name}.json").read_text()), tensors)
+
+
+# --- RNG -------------------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU/CUDA, numpy, python)."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(tuple(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# --- checkpoint folders ----------------------------------------------------------------------------
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"{STEP_PREFIX}{step:09d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").exists()
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a small text file in one step (write, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
+    """Rename a fully written temporary folder into place, point `latest` at it, prune old ones."""
+    if final.exists():  # the same step saved twice (e.g. end of run right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_atomic(root / "latest", final.name + "\n")
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(run_dir: Path, resume: str) -> Path | None:
+    """`--resume latest` -> newest checkpoint of run_dir (None if there is none); a path -> that folder."""
+    if resume == "latest":
+        root = run_dir / "checkpoints"
+        pointer = root / "latest"
+        if pointer.exists():
+            candidate = root / pointer.read_text().strip()
+            if (candidate / "state.json").exists():
+                return candidate
+        found = list_checkpoints(root)
+        return found[-1] if found else None
+    path = Path(resume)
+    if (path / "latest").is_file():  # a checkpoints/ folder or a run folder
+        path = path / (path / "latest").read_text().strip()
+    elif (path / "checkpoints").is_dir():
+        return find_checkpoint(path, "latest")
+    if not (path / "state.json").is_file():
+        raise DistganError(
+            f"--resume {resume}: not a checkpoint folder (no state.json); give a step_* folder or 'latest'"
+        )
+    return path
+
+
+def load_weights(module: torch.nn.Module, file: Path) -> None:
+    """Load a safetensors state dict; a mismatch is a one-line error naming the file."""
+    try:
+        state = load_file(str(file))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise DistganError(f"{file}: cannot read checkpoint weights ({e})") from None
+    missing, unexpected = module.state_dict().keys() - state.keys(), state.keys() - module.state_dict().keys()
+    if missing or unexpected:
+        raise DistganError(
+            f"{file}: weights do not fit this model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}); "
+            "was it saved with another model.family or config?"
+        )
+    for key, tensor in state.items():
+        if module.state_dict()[key].shape != tensor.shape:
+            raise DistganError(
+                f"{file}: '{key}' has shape {tuple(tensor.shape)} but the model expects "
+                f"{tuple(module.state_dict()[key].shape)}; was it saved with another config (ngf/ndf/image_size)?"
+            )
+    module.load_state_dict(state)
+
+
+def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
+    """Write `out/model.safetensors` + `out/config.json` (family, params, data spec), replacing atomically."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,311 @@
+"""The training loop: config -> data -> family -> step (D phase, G phase) -> log / sample / checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+import distgan
+from distgan.config import Config, dump_config
+from distgan.data import ImageStream
+from distgan.errors import DistganError
+from distgan.family import Family
+from distgan.logging.images import grid_uint8, save_png
+from distgan.logging.stats import RunningStats
+from distgan.logging.trackers import wandb_init_kwargs, wandb_mode
+from distgan.registry import get_family
+from distgan.train import checkpoint as ckpt
+from distgan.train.setup import (
+    Precision,
+    check_runtime,
+    make_accelerator,
+    resolve_mixed_precision,
+    wrap_models,
+)
+from distgan.train.step import Nets, Phase, run_phase
+
+TIME_CHECK_EVERY = 10  # steps between the (collective) wall-clock budget checks
+
+
+@dataclass
+class TrainState:
+    """Progress counters saved in every checkpoint."""
+
+    step: int = 0
+    images_seen: int = 0
+    epoch: int = 0  # data epoch of this rank's stream at the last step
+    wandb_run_id: str | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything checked before any process group exists (the fail-fast part of a run)."""
+
+    cfg: Config
+    family_cls: type[Family]
+    stream: ImageStream
+    mixed_precision: str
+    checkpoint: Path | None
+
+
+def prepare(cfg: Config, run_dir: Path, resume: str | None) -> Prepared:
+    """Validate runtime settings, open the data (no download) and find the checkpoint to resume."""
+    family_cls = get_family(cfg.model.family)
+    check_runtime(cfg)
+    mixed_precision = resolve_mixed_precision(cfg)
+    found = ckpt.find_checkpoint(run_dir, resume) if resume else None
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise DistganError(
+            f"--output-dir {run_dir}: already holds a run; pass --resume latest to continue it, "
+            "or choose another --output-dir"
+        )
+    stream = ImageStream(cfg.data, family_cls.columns)
+    return Prepared(cfg, family_cls, stream, mixed_precision, found)
+
+
+def describe(p: Prepared, world_size: int) -> dict[str, Any]:
+    """Derived numbers printed at start and by --dry-run."""
+    cfg, family = p.cfg, p.family_cls(p.cfg.model, p.stream.spec)
+    global_batch = cfg.train.batch_size * cfg.train.grad_accum * world_size
+    return {
+        "data": p.stream.source.description,
+        "spec": p.stream.spec.to_dict(),
+        "processes": world_size,
+        "global_batch": global_batch,
+        "max_steps": cfg.train.max_steps,
+        "images_total": global_batch * cfg.train.max_steps,
+        "mixed_precision": p.mixed_precision,
+        "params_G": sum(t.numel() for t in family.build_generator().parameters()),
+        "params_D": sum(t.numel() for t in family.build_discriminator().parameters()),
+        "resume_from": str(p.checkpoint) if p.checkpoint else None,
+    }
+
+
+def build_training(acc: Accelerator, cfg: Config, family: Family) -> tuple[Family, Nets, list[Phase]]:
+    """Networks (identically initialised on every rank, then wrapped) and the D and G phases."""
+    set_seed(cfg.train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    G, D = wrap_models(acc, cfg, family.build_generator(), family.build_discriminator())
+    nets = Nets(G, D, acc.unwrap_model(G), acc.unwrap_model(D))
+    betas = tuple(cfg.train.betas)
+    phases = [  # order matters: D learns on the current G, then G on the updated D
+        Phase("D", family.d_phase, torch.optim.Adam(nets.D_plain.parameters(), lr=cfg.train.lr_d, betas=betas)),
+        Phase("G", family.g_phase, torch.optim.Adam(nets.G_plain.parameters(), lr=cfg.train.lr_g, betas=betas)),
+    ]
+    return family, nets, phases
+
+
+def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
+    """Run training to `train.max_steps` (or the time budget); returns where outputs were written."""
+    cfg = p.cfg
+    mode = wandb_mode(cfg.log.wandb)
+    acc = make_accelerator(cfg, str(run_dir), "wandb" if mode != "disabled" else None)
+    rank, world, B = acc.process_index, acc.num_processes, cfg.train.batch_size
+
+    family, nets, phases = build_training(acc, cfg, p.family_cls(cfg.model, p.stream.spec))
+    precision = Precision(p.mixed_precision, acc.device.type)
+    state = load_checkpoint(p.checkpoint, nets, phases, precision, rank) if p.checkpoint else TrainState()
+
+    if acc.is_main_process:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+    if mode != "disabled":
+        name = cfg.log.run_name or run_dir.name
+        acc.init_trackers(cfg.log.project, cfg.to_dict(), wandb_init_kwargs(run_dir, mode, name, state.wandb_run_id))
+        if acc.is_main_process:
+            state.wandb_run_id = acc.get_tracker("wandb", unwrap=True).id
+    fixed = {
+        k: v.to(acc.device) for k, v in family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed)).items()
+    }
+    info = describe(p, world)
+    acc.print(f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
+
+    batches = p.stream.batches(B, cfg.train.seed, rank, world, epoch=state.epoch + (1 if p.checkpoint else 0))
+    noise_gen = torch.Generator(device=acc.device)
+    running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
+    t_start, stop_early = time.perf_counter(), False
+    bar = tqdm(
+        total=cfg.train.max_steps,
+        initial=state.step,
+        disable=not (acc.is_main_process and cfg.log.progress),
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
+    while state.step < cfg.train.max_steps and not stop_early:
+        micro = []
+        for _ in range(cfg.train.grad_accum):
+            state.epoch, batch = next(batches)
+            micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
+        stats: dict[str, torch.Tensor] = {}
+        for index, phase in enumerate(phases):
+            key = (cfg.train.seed, state.step, index)
+            noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
+            stats |= run_phase(acc, precision, nets, phase, micro, noise)
+        running.add(stats)
+        state.step += 1
+        state.images_seen += B * cfg.train.grad_accum * world
+        bar.update(1)
+
+        if cfg.train.max_seconds and state.step % TIME_CHECK_EVERY == 0:  # all ranks must stop at the same step
+            over = torch.tensor(float(time.perf_counter() - t_start > cfg.train.max_seconds), device=acc.device)
+            stop_early = acc.reduce(over, reduction="max").item() > 0
+        last = state.step >= cfg.train.max_steps or stop_early
+        if state.step % cfg.log.every == 0 or last:
+            values = running.reduce(acc)
+            now = time.perf_counter()
+            values["images_per_sec"] = (state.images_seen - images_at_log) / max(now - t_log, 1e-9)
+            values["kimg"] = state.images_seen / 1000
+            t_log, images_at_log = now, state.images_seen
+            acc.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
+            bar.set_postfix({k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values})
+            _check_finite(values, state.step)
+        if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
+            write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
+        if state.step % cfg.checkpoint.every == 0 or last:
+            save_checkpoint(acc, cfg, family, nets, phases, precision, state, run_dir)
+    bar.close()
+    if stop_early:
+        acc.print(f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
+    acc.end_training()
+    result = {
+        "run_dir": str(run_dir),
+        "step": state.step,
+        "samples": str(run_dir / "samples" / f"step_{state.step:09d}.png"),
+        "checkpoint": str(ckpt.step_dir(run_dir / "checkpoints", state.step)),
+        "generator": str(run_dir / "generator"),
+        "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
+    }
+    acc.print("distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v))
+    return result
+
+
+def _cpu_gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def phase_noise(
+    gen: torch.Generator,
+    key: tuple[int, ...],
+    z_dim: int,
+    batch: int,
+    accum: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> Callable[[int], torch.Tensor]:
+    """Latents for one phase of one step, as a function of the micro-batch index.
+
+    The whole step's global batch (accum x world x batch) is drawn from a seed keyed by (seed, step,
+    phase) and micro-batch i on rank r takes slice i*world + r: ranks get different noise, and
+    1 process x 2B, 2 processes x B and 1 process x B x 2 accumulation see the same samples.
+    """
+    gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+    z = torch.randn(accum * world * batch, z_dim, generator=gen, device=device)
+
+    def noise(i: int) -> torch.Tensor:
+        start = (i * world + rank) * batch
+        return z[start : start + batch]
+
+    return noise
+
+
+def _check_finite(values: dict[str, float], step: int) -> None:
+    bad = [k for k in ("loss_d", "loss_g") if k in values and not math.isfinite(values[k])]
+    if bad:
+        raise DistganError(
+            f"step {step}: {', '.join(bad)} is not finite; lower train.lr_g/lr_d or use bf16 instead of fp16"
+        )
+
+
+@torch.no_grad()
+def write_samples(
+    acc: Accelerator, family: Family, G: torch.nn.Module, fixed: dict, precision: Precision, run_dir: Path, step: int
+) -> None:
+    """The fixed-noise grid: a PNG under samples/ and an image in W&B (main process only)."""
+    G.eval()  # BN uses running statistics, as the exported generator will
+    with precision.autocast():
+        images = family.generate(G, fixed)
+    G.train()
+    grid = grid_uint8(images, family.grid_nrow(images.shape[0]))
+    save_png(grid, run_dir / "samples" / f"step_{step:09d}.png")
+    if acc.trackers:
+        import wandb
+
+        acc.log({"samples": wandb.Image(grid, caption=f"step {step}")}, step=step)
+
+
+def save_checkpoint(
+    acc: Accelerator,
+    cfg: Config,
+    family: Family,
+    nets: Nets,
+    phases: list[Phase],
+    precision: Precision,
+    state: TrainState,
+    run_dir: Path,
+) -> None:
+    """All ranks: each writes its RNG; the main process writes the rest, then publishes atomically."""
+    root = run_dir / "checkpoints"
+    final = ckpt.step_dir(root, state.step)
+    tmp = root / f".tmp-{final.name}"
+    if acc.is_main_process:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    ckpt.save_tree(ckpt.rng_state(), tmp, f"rng_{acc.process_index}")
+    if acc.is_main_process:
+        save_file(_cpu_state(nets.G_plain), str(tmp / "G.safetensors"))
+        save_file(_cpu_state(nets.D_plain), str(tmp / "D.safetensors"))
+        for phase in phases:
+            ckpt.save_tree(phase.optimizer.state_dict(), tmp, f"opt_{phase.name}")
+            (tmp / f"scaler_{phase.name}.json").write_text(json.dumps(precision.scalers[phase.name].state_dict()))
+        (tmp / "state.json").write_text(json.dumps(asdict(state)))
+        (tmp / "config.yaml").write_text(dump_config(cfg))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.publish(tmp, final, root, cfg.checkpoint.keep)
+        ckpt.export_generator(nets.G_plain, generator_meta(cfg, family, state.step), run_dir / "generator")
+
+
+def load_checkpoint(folder: Path, nets: Nets, phases: list[Phase], precision: Precision, rank: int) -> TrainState:
+    """Restore weights, optimisers, scalers, counters and (if saved for this rank) RNG."""
+    ckpt.load_weights(nets.G_plain, folder / "G.safetensors")
+    ckpt.load_weights(nets.D_plain, folder / "D.safetensors")
+    for phase in phases:
+        phase.optimizer.load_state_dict(ckpt.load_tree(folder, f"opt_{phase.name}"))
+        scaler_state = json.loads((folder / f"scaler_{phase.name}.json").read_text())
+        if scaler_state and precision.scalers[phase.name].is_enabled():
+            precision.scalers[phase.name].load_state_dict(scaler_state)
+    if (folder / f"rng_{rank}.json").exists():
+        ckpt.set_rng_state(ckpt.load_tree(folder, f"rng_{rank}"))
+    return TrainState(**json.loads((folder / "state.json").read_text()))
+
+
+def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:
+    """What `distgan.sampling.load_generator` needs to rebuild G without the training config."""
+    return {
+        "family": cfg.model.family,
+        "params": cfg.to_dict()["model"],
+        "spec": family.spec.to_dict(),
+        "step": step,
+        "distgan_version": distgan.__version__,
+        "config": yaml.safe_load(dump_config(cfg)),
+    }
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

@@ -1,0 +1,79 @@
+"""One training step: the D phase, then the G phase (stylegan2-ada's phase walk, made explicit).
+
+In each phase only the updated network has `requires_grad` on; the other one is called unwrapped (no
+DDP forward, no reducer), so exactly one copy of the updated network's gradients is all-reduced, once
+per optimiser step: micro-batches before the last run under `no_sync` (gradient accumulation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+
+from distgan.family import Batch, Stats
+from distgan.train.setup import Precision
+
+LossFn = Callable[[nn.Module, nn.Module, Batch, Tensor], "tuple[Tensor, Stats]"]
+
+
+@dataclass
+class Phase:
+    """What one phase updates: the network (DDP-wrapped), its optimiser and the family's loss."""
+
+    name: str  # "G" or "D": also the key of this phase's GradScaler
+    loss: LossFn
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class Nets:
+    """G and D, wrapped (for the phase that updates them) and plain (for the phase that only uses them)."""
+
+    G: nn.Module
+    D: nn.Module
+    G_plain: nn.Module
+    D_plain: nn.Module
+
+
+def run_phase(
+    accelerator: Accelerator,
+    precision: Precision,
+    nets: Nets,
+    phase: Phase,
+    micro_batches: list[Batch],
+    noise: Callable[[int], Tensor],
+) -> Stats:
+    """Accumulate the phase's loss over micro-batches, then one (scaled) optimiser step.
+
+    Returns the phase's stats averaged over micro-batches (tensors on device, no host sync), plus
+    `skipped_<name>` = 1 when fp16 loss scaling found non-finite gradients and skipped the step.
+    """
+    updated = nets.G if phase.name == "G" else nets.D
+    G, D = (nets.G, nets.D_plain) if phase.name == "G" else (nets.G_plain, nets.D)
+    (nets.G_plain if phase.name == "G" else nets.D_plain).requires_grad_(True)
+    (nets.D_plain if phase.name == "G" else nets.G_plain).requires_grad_(False)
+    scaler = precision.scalers[phase.name]
+    n = len(micro_batches)
+    totals: Stats = {}
+    for i, batch in enumerate(micro_batches):
+        sync = i == n - 1  # all-reduce only on the last micro-batch
+        with nullcontext() if sync else accelerator.no_sync(updated):
+            with precision.autocast():
+                loss, stats = phase.loss(G, D, batch, noise(i))
+            scaler.scale(loss / n).backward()
+        for k, v in stats.items():
+            totals[k] = totals[k] + v / n if k in totals else v / n
+    if scaler.is_enabled():
+        scale_before = scaler._scale.clone()  # the scale as a device tensor (get_scale() would sync the host)
+        scaler.step(phase.optimizer)  # unscales; skips the step if any gradient is inf/nan
+        scaler.update()  # backs the scale off after a skip, so a lower scale means "skipped"
+        totals[f"skipped_{phase.name}"] = (scaler._scale < scale_before).float()
+    else:
+        phase.optimizer.step()
+    phase.optimizer.zero_grad(set_to_none=True)
+    return totals

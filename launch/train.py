@@ -1,0 +1,53 @@
+"""Train a GAN: `accelerate launch launch/train.py --config dcgan_faces [key=value ...]`.
+
+Everything that can be wrong with the input (config keys, data path, hub access, checkpoint) is checked
+before the process group starts, and reported as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from distgan.config import REPO_ROOT, dump_config, load_config  # noqa: E402
+from distgan.errors import DistganError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a name in configs/ (dcgan_faces) or a YAML path")
+    parser.add_argument("--output-dir", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--resume", help="'latest' (newest checkpoint of --output-dir) or a checkpoint folder")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and derived numbers, then exit"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=256")
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from distgan.train.loop import describe, prepare, train
+
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.output_dir) if args.output_dir else REPO_ROOT / "runs" / cfg.name
+        prepared = prepare(cfg, run_dir, args.resume)
+        if args.dry_run:
+            print(dump_config(cfg), end="")
+            print("# derived:", json.dumps(describe(prepared, int(os.environ.get("WORLD_SIZE", "1"))), indent=2))
+            return 0
+        train(prepared, run_dir)
+    except DistganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

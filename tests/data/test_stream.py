@@ -1,0 +1,111 @@
+"""Real `datasets` streaming from local files: per-rank split, reshuffling, transforms and input errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distgan.config import DataConfig
+from distgan.data import ImageStream, resolve_source
+from distgan.errors import DistganError
+
+N = 96  # examples in the indexed dataset
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> Path:
+    """N images whose label is their index, in 3 parquet shards (not divisible by 2 ranks x 1 worker)."""
+    out = tmp_path_factory.mktemp("indexed")
+    images = [Image.fromarray(np.full((8, 8), i, np.uint8), mode="L") for i in range(N)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=N)})
+    ds = datasets.Dataset.from_dict({"image": images, "label": list(range(N))}, features=features)
+    for i in range(3):
+        ds.shard(3, i, contiguous=True).to_parquet(str(out / f"train-{i:05d}-of-00003.parquet"))
+    return out
+
+
+def _epoch_labels(stream: ImageStream, rank: int, world: int, batch: int, epochs: int = 2) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for epoch, b in stream.batches(batch, seed=0, rank=rank, world_size=world):
+        if epoch >= epochs:
+            break
+        out.setdefault(epoch, []).extend(b["label"].tolist())
+    return out
+
+
+def test_batches_are_shaped_scaled_and_labelled(digits: Path) -> None:
+    stream = ImageStream(DataConfig(path=str(digits), image_size=16, channels=1), ("image", "label"))
+    assert stream.spec.num_classes == 10 and stream.spec.image_size == 16
+    _, batch = next(stream.batches(32, seed=0, rank=0, world_size=1))
+    assert batch["image"].shape == (32, 1, 16, 16) and batch["image"].dtype == torch.float32
+    assert batch["image"].min() >= -1 and batch["image"].max() <= 1 and batch["image"].std() > 0.3
+    assert batch["label"].dtype == torch.int64 and 0 <= batch["label"].min() and batch["label"].max() < 10
+
+
+def test_ranks_are_disjoint_cover_the_data_and_reshuffle(indexed: Path) -> None:
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=32, num_workers=1)
+    stream = ImageStream(cfg, ("image", "label"))
+    per_rank = [_epoch_labels(stream, rank, 2, batch=4) for rank in (0, 1)]
+    for epoch in (0, 1):
+        a, b = set(per_rank[0][epoch]), set(per_rank[1][epoch])
+        assert not a & b, "ranks overlap"
+        assert len(a | b) >= N - 2 * 4, "more than the last partial batch per rank was dropped"
+    assert per_rank[0][0] != per_rank[0][1], "the second epoch was not reshuffled"
+
+
+def test_single_process_sees_everything_in_order_without_shuffle(indexed: Path) -> None:
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=0)
+    labels = _epoch_labels(ImageStream(cfg, ("image", "label")), 0, 1, batch=8, epochs=1)[0]
+    assert labels == list(range(N))
+
+
+def test_imagefolder_source(tmp_path: Path) -> None:
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(np.random.randint(0, 255, (20, 30, 3), np.uint8)).save(tmp_path / cls / f"{i}.png")
+    assert resolve_source(str(tmp_path)).builder == "imagefolder"
+    stream = ImageStream(DataConfig(path=str(tmp_path), image_size=16, channels=3, num_workers=0), ("image", "label"))
+    assert stream.spec.num_classes == 2
+    _, batch = next(stream.batches(4, seed=0, rank=0, world_size=1))
+    assert batch["image"].shape == (4, 3, 16, 16)  # resized and center-cropped from 20x30
+
+
+def test_missing_path_is_a_clear_error() -> None:
+    with pytest.raises(DistganError, match=r"^data.path=/no/such/dir: no such file or folder$"):
+        resolve_source("/no/such/dir")
+
+
+def test_hub_id_offline_fails_fast_and_says_how_to_use_a_local_copy(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: like no network
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(DistganError) as info:
+        resolve_source("nielsr/CelebA-faces")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "\n" not in message and "cannot reach the Hugging Face Hub" in message and "data.path=DIR" in message
+
+
+def test_wrong_column_names_the_key(digits: Path) -> None:
+    with pytest.raises(DistganError, match=r"data.image_column='img': no such column .* \(columns: image, label\)"):
+        ImageStream(DataConfig(path=str(digits), image_column="img"), ("image",))
+
+
+def test_label_outside_num_classes_is_an_error_naming_the_value(digits: Path) -> None:
+    stream = ImageStream(DataConfig(path=str(digits), image_size=16, channels=1, num_classes=3), ("image", "label"))
+    with pytest.raises(DistganError, match=r"label \d is outside \[0, 3\)"):
+        for _ in zip(range(20), stream.batches(64, seed=0, rank=0, world_size=1)):
+            pass
+
+
+def test_batch_larger_than_the_data_is_an_error(indexed: Path) -> None:
+    stream = ImageStream(DataConfig(path=str(indexed), image_size=8, channels=1, num_workers=0), ("image",))
+    with pytest.raises(DistganError, match="no full batch of 500"):
+        next(stream.batches(500, seed=0, rank=0, world_size=1))

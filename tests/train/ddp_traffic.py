@@ -1,0 +1,75 @@
+"""Run under `accelerate launch --multi_gpu --num_processes 2`: count gradient all-reduce bytes per phase.
+
+A DDP communication hook on G and on D records every bucket it all-reduces (then all-reduces it as
+usual). Steps go through the framework's own build_training / run_phase, with BatchNorm on (D runs
+twice, real then fake, before one backward) and with gradient accumulation 1 and 2.
+Writes {"rows": [...], "numel": {...}} as JSON to argv[1] on the main process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
+
+from distgan.config import build_config  # noqa: E402
+from distgan.family import DataSpec  # noqa: E402
+from distgan.registry import get_family  # noqa: E402
+from distgan.train.loop import build_training, phase_noise  # noqa: E402
+from distgan.train.setup import Precision, make_accelerator  # noqa: E402
+from distgan.train.step import run_phase  # noqa: E402
+
+
+def main(out: str) -> None:
+    raw = {"model": {"family": "dcgan", "z_dim": 8, "ngf": 8, "ndf": 8}, "data": {"path": "unused", "image_size": 16}}
+    cfg = build_config(raw)
+    acc = make_accelerator(cfg, tempfile.mkdtemp(), None)
+    assert acc.num_processes == 2, f"expected 2 connected processes, got {acc.num_processes}"
+    family, nets, phases = build_training(acc, cfg, get_family("dcgan")(cfg.model, DataSpec(16, 3)))
+    sent = {"G": 0, "D": 0}
+
+    def counting(name: str):
+        def hook(_state, bucket):
+            sent[name] += bucket.buffer().numel() * bucket.buffer().element_size()
+            return default_hooks.allreduce_hook(None, bucket)
+
+        return hook
+
+    nets.G.register_comm_hook(None, counting("G"))
+    nets.D.register_comm_hook(None, counting("D"))
+    precision, rows, B = Precision("no", acc.device.type), [], 4
+    for accum in (1, 2):
+        for step in range(3):
+            micro = [{"image": torch.rand(B, 3, 16, 16) * 2 - 1} for _ in range(accum)]
+            for index, phase in enumerate(phases):
+                before = dict(sent)
+                noise = phase_noise(
+                    torch.Generator(), (0, step, index), family.z_dim, B, accum, acc.process_index, 2, "cpu"
+                )
+                run_phase(acc, precision, nets, phase, micro, noise)
+                frozen = nets.G_plain if phase.name == "D" else nets.D_plain
+                rows.append(
+                    {
+                        "accum": accum,
+                        "phase": phase.name,
+                        "G_bytes": sent["G"] - before["G"],
+                        "D_bytes": sent["D"] - before["D"],
+                        "frozen_with_grad": sum(p.grad is not None for p in frozen.parameters()),
+                    }
+                )
+    # after all steps the replicas must still be identical
+    same = torch.tensor([float(sum(p.sum() for p in m.parameters())) for m in (nets.G_plain, nets.D_plain)])
+    gathered = acc.gather(same[None]).tolist()
+    if acc.is_main_process:
+        numel = {n: sum(p.numel() for p in m.parameters()) for n, m in (("G", nets.G_plain), ("D", nets.D_plain))}
+        Path(out).write_text(json.dumps({"rows": rows, "numel": numel, "replicas": gathered}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,80 @@
+"""Checkpoint files: safetensors + JSON round trips, atomic publish, rotation, clear errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distgan.errors import DistganError
+from distgan.train import checkpoint as ckpt
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    ckpt.save_tree(opt.state_dict(), tmp_path, "opt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.json", "opt.safetensors"]
+    json.loads((tmp_path / "opt.json").read_text())  # plain JSON, no pickle anywhere
+    fresh = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=5.0)
+    fresh.load_state_dict(ckpt.load_tree(tmp_path, "opt"))
+    a, b = opt.state_dict(), fresh.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i in a["state"]:
+        for k in a["state"][i]:
+            assert torch.equal(a["state"][i][k], b["state"][i][k])
+
+
+def test_rng_state_round_trips(tmp_path: Path) -> None:
+    ckpt.save_tree(ckpt.rng_state(), tmp_path, "rng_0")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt.set_rng_state(ckpt.load_tree(tmp_path, "rng_0"))
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def _fake_checkpoint(root: Path, step: int, keep: int) -> None:
+    tmp = root / f".tmp-{step}"
+    tmp.mkdir(parents=True)
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    ckpt.publish(tmp, ckpt.step_dir(root, step), root, keep)
+
+
+def test_publish_keeps_the_last_k_and_points_latest(tmp_path: Path) -> None:
+    for step in (10, 20, 30, 40):
+        _fake_checkpoint(tmp_path / "checkpoints", step, keep=2)
+    kept = [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
+    assert kept == ["step_000000030", "step_000000040"]
+    assert ckpt.find_checkpoint(tmp_path, "latest").name == "step_000000040"
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_an_unfinished_write_is_ignored(tmp_path: Path) -> None:
+    _fake_checkpoint(tmp_path / "checkpoints", 10, keep=3)
+    (tmp_path / "checkpoints" / ".tmp-step_000000020").mkdir()  # a crash mid-write
+    assert ckpt.find_checkpoint(tmp_path, "latest").name == "step_000000010"
+
+
+def test_find_checkpoint_errors_and_empty_run(tmp_path: Path) -> None:
+    assert ckpt.find_checkpoint(tmp_path, "latest") is None  # nothing yet: start fresh
+    with pytest.raises(DistganError, match="not a checkpoint folder"):
+        ckpt.find_checkpoint(tmp_path, str(tmp_path / "nope"))
+
+
+def test_weights_that_do_not_fit_name_the_file_and_key(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, str(tmp_path / "G.safetensors"))
+    with pytest.raises(
+        DistganError, match=r"G.safetensors: 'weight' has shape \(5, 3\) but the model expects \(2, 3\)"
+    ):
+        ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "G.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DistganError, match="bad.safetensors: cannot read checkpoint weights"):
+        ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")

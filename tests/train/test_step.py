@@ -1,0 +1,103 @@
+"""The two-phase step in one process: which network gets gradients, fp16 skips, gradient accumulation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from distgan.config import build_config
+from distgan.family import DataSpec
+from distgan.registry import get_family
+from distgan.train.loop import build_training, phase_noise
+from distgan.train.setup import Precision, make_accelerator
+from distgan.train.step import run_phase
+
+
+@pytest.fixture
+def setup(tmp_path):
+    def make(**train):
+        raw = {
+            "model": {"family": "dcgan", "z_dim": 8, "ngf": 8, "ndf": 8, "norm": "none"},
+            "data": {"path": "unused", "image_size": 16, "channels": 1},
+            "train": train,
+        }
+        cfg = build_config(raw)
+        acc = make_accelerator(cfg, str(tmp_path), None)
+        family = get_family("dcgan")(cfg.model, DataSpec(16, 1))
+        return (acc, cfg, *build_training(acc, cfg, family))
+
+    yield make
+    AcceleratorState._reset_state(True)
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def _step(acc, family, nets, phases, precision, micro, batch, accum=1, step=0):
+    stats = {}
+    for index, phase in enumerate(phases):
+        noise = phase_noise(torch.Generator(), (0, step, index), family.z_dim, batch, accum, 0, 1, acc.device)
+        stats |= run_phase(acc, precision, nets, phase, micro, noise)
+    return stats
+
+
+def test_each_phase_updates_only_its_network(setup) -> None:
+    acc, cfg, family, nets, phases = setup()
+    precision = Precision("no", "cpu")
+    batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
+    g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
+    noise = phase_noise(torch.Generator(), (0, 0, 0), family.z_dim, 4, 1, 0, 1, acc.device)
+    stats = run_phase(acc, precision, nets, phases[0], batch, noise)  # D phase
+    assert _changed(d0, nets.D_plain) and not _changed(g0, nets.G_plain)
+    assert all(p.grad is None for p in nets.G_plain.parameters()), "G got gradients in the D phase"
+    assert set(stats) == {"loss_d", "d_real", "d_fake"}
+    d1 = _params(nets.D_plain)
+    stats = run_phase(acc, precision, nets, phases[1], batch, noise)  # G phase
+    assert _changed(g0, nets.G_plain) and not _changed(d1, nets.D_plain)
+    assert all(p.grad is None for p in nets.D_plain.parameters()), "D got gradients in the G phase"
+    assert set(stats) == {"loss_g"}
+
+
+def test_fp16_overflow_skips_only_that_network(setup) -> None:
+    acc, cfg, family, nets, phases = setup(mixed_precision="fp16")
+    precision = Precision("fp16", "cpu")
+    poisoned = copy.copy(phases[0])
+    poisoned.loss = lambda G, D, batch, z: (lambda loss, stats: (loss * float("inf"), stats))(
+        *family.d_phase(G, D, batch, z)
+    )  # D's gradients overflow
+    batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
+    g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
+    stats = _step(acc, family, nets, [poisoned, phases[1]], precision, batch, 4)
+    assert stats["skipped_D"].item() == 1 and stats["skipped_G"].item() == 0
+    assert not _changed(d0, nets.D_plain), "D stepped on non-finite gradients"
+    assert _changed(g0, nets.G_plain), "G's step was lost because D overflowed"
+    assert precision.scalers["G"].get_scale() == 65536.0 and precision.scalers["D"].get_scale() == 32768.0
+    assert all(torch.isfinite(p).all() for p in [*nets.G_plain.parameters(), *nets.D_plain.parameters()])
+
+
+def test_gradient_accumulation_equals_the_full_batch(setup) -> None:
+    images = torch.rand(8, 1, 16, 16) * 2 - 1
+    acc, cfg, family, nets, phases = setup()
+    _step(acc, family, nets, phases, Precision("no", "cpu"), [{"image": images}], 8)
+    full = _params(nets.G_plain) + _params(nets.D_plain)
+    AcceleratorState._reset_state(True)
+    acc, cfg, family, nets, phases = setup(grad_accum=2)
+    micro = [{"image": images[:4]}, {"image": images[4:]}]
+    _step(acc, family, nets, phases, Precision("no", "cpu"), micro, 4, accum=2)
+    accumulated = _params(nets.G_plain) + _params(nets.D_plain)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full, accumulated))
+
+
+def test_bf16_step_keeps_fp32_weights(setup) -> None:
+    acc, cfg, family, nets, phases = setup(mixed_precision="bf16")
+    stats = _step(acc, family, nets, phases, Precision("bf16", "cpu"), [{"image": torch.rand(4, 1, 16, 16)}], 4)
+    assert all(torch.isfinite(v) for v in stats.values())
+    assert all(p.dtype == torch.float32 for p in [*nets.G_plain.parameters(), *nets.D_plain.parameters()])
