@@ -35,6 +35,10 @@ class DataConfig:
     image_column: str = "image"
     label_column: str = "label"
     num_classes: int | None = None  # None: read from the dataset's ClassLabel feature when a family needs it
+    source_column: str | None = None  # image-to-image: the source image's column; null: A|B side by side in image
+    direction: Literal["AtoB", "BtoA"] = "AtoB"  # image-to-image: which of A, B is the source
+    load_size: int | None = None  # resize to this, then random-crop image_size (pix2pix: 286); null: center crop
+    random_flip: bool = False  # horizontal flip with p=0.5 (the same flip for both images of a pair)
     shuffle_buffer: int = 1000  # 0 disables shuffling
     num_workers: int = 2
 
@@ -45,6 +49,8 @@ class DataConfig:
             raise ConfigError(f"data.image_size: must be >= 4, got {self.image_size}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"data.num_classes: must be >= 1, got {self.num_classes}")
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise ConfigError(f"data.load_size: must be >= data.image_size ({self.image_size}), got {self.load_size}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"data.shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
         if self.num_workers < 0:

@@ -76,17 +76,21 @@ class Family:
         return loss, {"loss_g": loss.detach()}
 
     # --- sampling --------------------------------------------------------------------------------------
-    def sample_inputs(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Fixed inputs for the sample grid (same on every call with the same generator state)."""
+    def sample_inputs(self, n: int, generator: torch.Generator, batch: Batch | None = None) -> dict[str, Tensor]:
+        """Fixed inputs for the sample grid, deterministic for a given generator state.
+
+        `batch` is a batch of real data (CPU) when the trainer has one; families whose generator needs
+        data (a source image) take their inputs from it, others ignore it.
+        """
         return {"z": torch.randn(n, self.z_dim, generator=generator)}
 
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-        """Images in [-1, 1], (N, C, H, W), from `sample_inputs`-style inputs already on G's device."""
+        """Generated images in [-1, 1], (N, C, H, W), from `sample_inputs`-style inputs on G's device."""
         return G(inputs["z"])
 
-    def grid_nrow(self, n: int) -> int:
-        """Images per row of the sample grid."""
-        return max(1, int(round(n**0.5)))
+    def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
+        """What the logged grid shows, and images per row (default: the samples in a square grid)."""
+        return generated, max(1, int(round(generated.shape[0] ** 0.5)))
 
 
 def _d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:

@@ -33,8 +33,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 @torch.no_grad()
-def sample(family: Family, G: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
-    """n images in [-1, 1], (n, C, H, W), from the family's sample inputs drawn with `seed`."""
+def sample(family: Family, G: nn.Module, n: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(inputs, n generated images in [-1, 1] as (n, C, H, W)) from the family's inputs drawn with `seed`."""
     device = next(G.parameters()).device
-    inputs = family.sample_inputs(n, torch.Generator().manual_seed(seed))
-    return family.generate(G, {k: v.to(device) for k, v in inputs.items()})
+    inputs = {k: v.to(device) for k, v in family.sample_inputs(n, torch.Generator().manual_seed(seed)).items()}
+    return inputs, family.generate(G, inputs)

@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.n < 1:
             raise DistganError(f"--n {args.n}: must be >= 1")
         family, G = load_generator(args.generator, args.device)
-        images = sample(family, G, args.n, args.seed)
+        inputs, images = sample(family, G, args.n, args.seed)
         out = Path(args.out)
         if out.suffix.lower() == ".png":
-            save_png(grid_uint8(images, family.grid_nrow(args.n)), out)
+            save_png(grid_uint8(*family.panel(inputs, images)), out)
         else:
             for i, image in enumerate(images):
                 save_png(image_uint8(image), out / f"{i:05d}.png")

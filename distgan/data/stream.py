@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from distgan.config import DataConfig
 from distgan.data.source import Source, resolve_source
-from distgan.data.transforms import image_transform, to_pil
+from distgan.data.transforms import ImageTransform, to_pil
 from distgan.errors import DistganError
 from distgan.family import Batch, DataSpec
 
@@ -64,7 +64,11 @@ class ImageStream:
 
     def _column_map(self) -> dict[str, str]:
         """Batch key -> dataset column for what the family reads."""
-        names = {"image": self.cfg.image_column, "label": self.cfg.label_column}
+        names = {
+            "image": self.cfg.image_column,
+            "label": self.cfg.label_column,
+            "source": self.cfg.source_column or self.cfg.image_column,  # no source column: A|B in one image
+        }
         return {key: names[key] for key in self.columns if key in names}
 
     def _num_classes(self) -> int | None:
@@ -88,9 +92,7 @@ class ImageStream:
         if self.cfg.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        ds = ds.map(
-            _Example(columns, self.cfg.image_size, self.cfg.channels), remove_columns=list(set(columns.values()))
-        )
+        ds = ds.map(_Example(columns, self.cfg), remove_columns=list(set(columns.values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
         loader = DataLoader(
             ds, batch_size=batch_size, num_workers=workers, drop_last=True, pin_memory=torch.cuda.is_available()
@@ -129,14 +131,29 @@ class ImageStream:
 
 
 class _Example:
-    """Picklable per-example transform (runs in DataLoader workers): decode, resize, crop, scale."""
+    """Picklable per-example transform (runs in DataLoader workers): decode, resize, crop, scale.
 
-    def __init__(self, columns: dict[str, str], size: int, channels: int) -> None:
-        self.columns, self.channels = columns, channels
-        self.transform = image_transform(size, channels)
+    Image-to-image rows give "source" and "image" (the target) from two columns, or from one image
+    holding A|B side by side; `data.direction` says which is the source.
+    """
+
+    def __init__(self, columns: dict[str, str], cfg: DataConfig) -> None:
+        self.columns, self.channels, self.direction = columns, cfg.channels, cfg.direction
+        self.transform = ImageTransform(cfg.image_size, cfg.channels, cfg.load_size, cfg.random_flip)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.transform(to_pil(row[self.columns["image"]], self.channels))}
+        image = to_pil(row[self.columns["image"]], self.channels)
+        out: dict[str, Any] = {}
+        if "source" in self.columns:
+            if self.columns["source"] == self.columns["image"]:  # A|B side by side
+                w, h = image.size[0] // 2, image.size[1]
+                a, b = image.crop((0, 0, w, h)), image.crop((w, 0, 2 * w, h))
+            else:
+                a, b = to_pil(row[self.columns["source"]], self.channels), image
+            source, target = (a, b) if self.direction == "AtoB" else (b, a)
+            out["source"], out["image"] = self.transform(source, target)
+        else:
+            (out["image"],) = self.transform(image)
         if "label" in self.columns:
             out["label"] = torch.tensor(int(row[self.columns["label"]]))
         return out

@@ -9,18 +9,39 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 
-def image_transform(size: int, channels: int) -> T.Compose:
-    """Resize the short side, center-crop to size x size, and scale to [-1, 1]: (C, size, size) float32."""
-    return T.Compose(
-        [
-            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize([0.5] * channels, [0.5] * channels),
+class ImageTransform:
+    """Resize, crop (center, or random from `load_size`), optional flip, scale to [-1, 1].
+
+    Called with several images (a source/target pair) it applies the same crop and flip to all of
+    them, each resized to load x load first, as pix2pix does; one image keeps its aspect ratio (short
+    side resized) before the crop. Randomness comes from torch's RNG, which DataLoader seeds per worker.
+    """
+
+    def __init__(self, size: int, channels: int, load_size: int | None = None, random_flip: bool = False) -> None:
+        self.size, self.channels, self.load = size, channels, load_size or size
+        self.random_crop, self.random_flip = load_size is not None and load_size > size, random_flip
+
+    def __call__(self, *images: Image.Image) -> list[torch.Tensor]:
+        target = [self.load, self.load] if len(images) > 1 else self.load
+        tensors = [
+            TF.to_tensor(TF.resize(im, target, interpolation=T.InterpolationMode.BICUBIC, antialias=True))
+            for im in images
         ]
-    )
+        h, w = tensors[0].shape[-2:]
+        if self.random_crop:
+            top, left = (int(torch.randint(0, d - self.size + 1, ())) for d in (h, w))
+        else:
+            top, left = (h - self.size) // 2, (w - self.size) // 2
+        flip = self.random_flip and bool(torch.rand(()) < 0.5)
+        out = []
+        for t in tensors:
+            t = t[:, top : top + self.size, left : left + self.size]
+            t = t.flip(-1) if flip else t
+            out.append(t.clamp(0, 1) * 2 - 1)  # bicubic can overshoot [0, 1]
+        return out
 
 
 def to_pil(value: Any, channels: int) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -126,13 +127,14 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         acc.init_trackers(cfg.log.project, cfg.to_dict(), wandb_init_kwargs(run_dir, mode, name, state.wandb_run_id))
         if acc.is_main_process:
             state.wandb_run_id = acc.get_tracker("wandb", unwrap=True).id
-    fixed = {
-        k: v.to(acc.device) for k, v in family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed)).items()
-    }
     info = describe(p, world)
     acc.print(f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
 
     batches = p.stream.batches(B, cfg.train.seed, rank, world, epoch=state.epoch + (1 if p.checkpoint else 0))
+    first = next(batches)  # fixed sample inputs may come from real data (e.g. pix2pix sources); train on it too
+    batches = itertools.chain([first], batches)
+    fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), first[1])
+    fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     noise_gen = torch.Generator(device=acc.device)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
     t_start, stop_early = time.perf_counter(), False
@@ -236,9 +238,9 @@ def write_samples(
     """The fixed-noise grid: a PNG under samples/ and an image in W&B (main process only)."""
     G.eval()  # BN uses running statistics, as the exported generator will
     with precision.autocast():
-        images = family.generate(G, fixed)
+        images, nrow = family.panel(fixed, family.generate(G, fixed))
     G.train()
-    grid = grid_uint8(images, family.grid_nrow(images.shape[0]))
+    grid = grid_uint8(images, nrow)
     save_png(grid, run_dir / "samples" / f"step_{step:09d}.png")
     if acc.trackers:
         import wandb

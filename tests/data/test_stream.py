@@ -109,3 +109,52 @@ def test_batch_larger_than_the_data_is_an_error(indexed: Path) -> None:
     stream = ImageStream(DataConfig(path=str(indexed), image_size=8, channels=1, num_workers=0), ("image",))
     with pytest.raises(DistganError, match="no full batch of 500"):
         next(stream.batches(500, seed=0, rank=0, world_size=1))
+
+
+def _pairs(tmp_path: Path, two_columns: bool) -> Path:
+    """A is a random texture, B = 255 - A: a pair whose halves stay aligned only if cropped/flipped alike."""
+    rng = np.random.default_rng(0)
+    rows: dict[str, list] = {"image": [], "source": []} if two_columns else {"image": []}
+    for _ in range(16):
+        a = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+        b = 255 - a
+        if two_columns:
+            rows["source"].append(Image.fromarray(a, mode="L"))
+            rows["image"].append(Image.fromarray(b, mode="L"))
+        else:
+            rows["image"].append(Image.fromarray(np.concatenate([a, b], axis=1), mode="L"))
+    features = datasets.Features({k: datasets.Image() for k in rows})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    return tmp_path / "train.parquet"
+
+
+@pytest.mark.parametrize("two_columns", [False, True], ids=["A|B side by side", "two columns"])
+def test_pairs_get_the_same_random_crop_and_flip(tmp_path: Path, two_columns: bool) -> None:
+    path = _pairs(tmp_path, two_columns)
+    cfg = DataConfig(
+        path=str(path),
+        image_size=16,
+        channels=1,
+        load_size=24,
+        random_flip=True,
+        num_workers=0,
+        shuffle_buffer=0,
+        source_column="source" if two_columns else None,
+    )
+    _, batch = next(ImageStream(cfg, ("image", "source")).batches(16, seed=0, rank=0, world_size=1))
+    assert batch["source"].shape == batch["image"].shape == (16, 1, 16, 16)
+    # B = 255 - A, so in [-1, 1] target = -source exactly where crop and flip agree (up to resampling)
+    assert (batch["image"] + batch["source"]).abs().max() < 0.05
+    assert (batch["source"][:, :, :, 0] - batch["source"][:, :, :, -1]).abs().max() > 0.1  # not blank
+
+
+def test_direction_swaps_source_and_target(tmp_path: Path) -> None:
+    rows = [Image.fromarray(np.concatenate([np.zeros((8, 8)), np.full((8, 8), 255)], axis=1).astype(np.uint8))] * 4
+    datasets.Dataset.from_dict({"image": rows}, features=datasets.Features({"image": datasets.Image()})).to_parquet(
+        str(tmp_path / "train.parquet")
+    )
+    for direction, source_value in (("AtoB", -1.0), ("BtoA", 1.0)):
+        cfg = DataConfig(path=str(tmp_path), image_size=8, channels=1, direction=direction, num_workers=0)
+        _, batch = next(ImageStream(cfg, ("image", "source")).batches(4, seed=0, rank=0, world_size=1))
+        assert torch.allclose(batch["source"], torch.full_like(batch["source"], source_value), atol=0.02)
+        assert torch.allclose(batch["image"], -batch["source"], atol=0.04)
