@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from distgan.config import REPO_ROOT
 from distgan.errors import DistganError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -31,6 +32,8 @@ class Source:
 def resolve_source(path: str) -> Source:
     """Classify `data.path`; raises DistganError (one line, with the fix) for a missing path or no hub."""
     p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
+        p = REPO_ROOT / p  # shipped configs name repo-relative data (data/digits): works from any directory
     if p.is_file():
         if p.suffix != ".parquet":
             raise DistganError(f"data.path={path}: a single file must be .parquet; for images give their folder")
@@ -62,7 +65,8 @@ def _check_hub_reachable(repo_id: str) -> None:
         socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
     except OSError:
         raise DistganError(
-            f"data.path={repo_id}: cannot reach the Hugging Face Hub ({host}) from here; download it where there "
+            f"data.path={repo_id}: no such local file or folder, and the Hugging Face Hub ({host}) cannot be "
+            "reached to fetch it as a dataset id; download it where there "
             f"is network (`huggingface-cli download --repo-type dataset {repo_id} --local-dir DIR`) and set "
             "data.path=DIR (parquet, imagefolder or a folder of images), or set HF_HUB_OFFLINE=1 to use the cache"
         ) from None
