@@ -77,9 +77,14 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None) -> Prepared:
     return Prepared(cfg, family_cls, stream, mixed_precision, found)
 
 
-def describe(p: Prepared, world_size: int) -> dict[str, Any]:
-    """Derived numbers printed at start and by --dry-run."""
-    cfg, family = p.cfg, p.family_cls(p.cfg.model, p.stream.spec)
+def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str, Any]:
+    """Derived numbers printed at start and by --dry-run (which builds the networks only to count them)."""
+    cfg = p.cfg
+    if nets is None:
+        family = p.family_cls(cfg.model, p.stream.spec)
+        G, D = family.build_generator(), family.build_discriminator()
+    else:
+        G, D = nets.G_plain, nets.D_plain
     global_batch = cfg.train.batch_size * cfg.train.grad_accum * world_size
     return {
         "data": p.stream.source.description,
@@ -89,8 +94,8 @@ def describe(p: Prepared, world_size: int) -> dict[str, Any]:
         "max_steps": cfg.train.max_steps,
         "images_total": global_batch * cfg.train.max_steps,
         "mixed_precision": p.mixed_precision,
-        "params_G": sum(t.numel() for t in family.build_generator().parameters()),
-        "params_D": sum(t.numel() for t in family.build_discriminator().parameters()),
+        "params_G": sum(t.numel() for t in G.parameters()),
+        "params_D": sum(t.numel() for t in D.parameters()),
         "resume_from": str(p.checkpoint) if p.checkpoint else None,
     }
 
@@ -127,7 +132,7 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         acc.init_trackers(cfg.log.project, cfg.to_dict(), wandb_init_kwargs(run_dir, mode, name, state.wandb_run_id))
         if acc.is_main_process:
             state.wandb_run_id = acc.get_tracker("wandb", unwrap=True).id
-    info = describe(p, world)
+    info = describe(p, world, nets)
     acc.print(f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
 
     batches = p.stream.batches(B, cfg.train.seed, rank, world, epoch=state.epoch + (1 if p.checkpoint else 0))
