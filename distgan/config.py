@@ -71,9 +71,12 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    max_nonfinite: int = 20  # steps in a row with non-finite loss/gradients (each skipped) before the run stops
+    control_every: int = 10  # steps between the collective check of time budget, stop signals, non-finite steps
+    collective_timeout_s: float = 600.0  # a process waiting longer than this for another one fails
 
     def validate(self) -> None:
-        for key in ("batch_size", "max_steps", "grad_accum"):
+        for key in ("batch_size", "max_steps", "grad_accum", "max_nonfinite", "control_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
         if self.max_seconds is not None and self.max_seconds <= 0:
@@ -81,6 +84,8 @@ class TrainConfig:
         for key in ("lr_g", "lr_d"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"train.{key}: must be > 0, got {getattr(self, key)}")
+        if self.collective_timeout_s <= 0:
+            raise ConfigError(f"train.collective_timeout_s: must be > 0, got {self.collective_timeout_s}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 

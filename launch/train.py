@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from distgan.config import REPO_ROOT, dump_config, load_config  # noqa: E402
-from distgan.errors import DistganError  # noqa: E402
+from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, DistganError, PeerFailed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,11 +42,32 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(cfg), end="")
             print("# derived:", json.dumps(describe(prepared, int(os.environ.get("WORLD_SIZE", "1"))), indent=2))
             return 0
-        train(prepared, run_dir)
+        result = train(prepared, run_dir)
     except DistganError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return e.exit_status
+    except RuntimeError as e:  # a collective that failed because another process died or hung
+        if not is_peer_failure(e):
+            raise
+        print(f"error: {PeerFailed.describe(e)}", file=sys.stderr)
+        return EXIT_PEER_FAILED
+    return EXIT_PREEMPTED if result["stopped_by"] not in (None, "time") else 0
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Errors raised by gloo/NCCL when a peer is gone or silent (not bugs in our code)."""
+    text = str(e)
+    markers = (
+        "Connection closed by peer",
+        "Connection reset by peer",
+        "Timed out",
+        "timed out",
+        "NCCL error",
+        "Broken pipe",
+        "DistBackendError",
+        "ProcessGroupGloo",
+    )
+    return type(e).__name__ == "DistBackendError" or any(m in text for m in markers)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 import distgan
 from distgan.config import Config, dump_config
 from distgan.data import ImageStream
-from distgan.errors import DistganError
+from distgan.errors import DistganError, TrainingDiverged
 from distgan.family import Family
 from distgan.logging.images import grid_uint8, save_png
 from distgan.logging.stats import RunningStats
@@ -37,8 +37,6 @@ from distgan.train.setup import (
     wrap_models,
 )
 from distgan.train.step import Nets, Phase, run_phase
-
-TIME_CHECK_EVERY = 10  # steps between the (collective) wall-clock budget checks
 
 
 @dataclass
@@ -107,10 +105,36 @@ def build_training(acc: Accelerator, cfg: Config, family: Family) -> tuple[Famil
     nets = Nets(G, D, acc.unwrap_model(G), acc.unwrap_model(D))
     betas = tuple(cfg.train.betas)
     phases = [  # order matters: D learns on the current G, then G on the updated D
-        Phase("D", family.d_phase, torch.optim.Adam(nets.D_plain.parameters(), lr=cfg.train.lr_d, betas=betas)),
-        Phase("G", family.g_phase, torch.optim.Adam(nets.G_plain.parameters(), lr=cfg.train.lr_g, betas=betas)),
+        Phase("D", family.d_phase, _adam(nets.D_plain, cfg.train.lr_d, betas)),
+        Phase("G", family.g_phase, _adam(nets.G_plain, cfg.train.lr_g, betas)),
     ]
     return family, nets, phases
+
+
+def _adam(module: torch.nn.Module, lr: float, betas: tuple[float, ...]) -> torch.optim.Optimizer:
+    """Fused Adam: one kernel per step, and it skips a non-finite step on the device (see step.py)."""
+    try:
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, fused=True)
+    except RuntimeError:  # a device without the fused kernel
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
+
+
+class StopSignals:
+    """Remembers SIGTERM / SIGUSR1 (what SLURM sends before preemption or the time limit).
+
+    The handler only sets a flag; the loop acts on it at the next control check, where all ranks agree
+    (one of them may have been signalled alone) to finish the step, checkpoint and exit with status 3.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
 
 
 def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
@@ -142,7 +166,8 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     noise_gen = torch.Generator(device=acc.device)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
-    t_start, stop_early = time.perf_counter(), False
+    t_start, stop, signals = time.perf_counter(), None, StopSignals()
+    nonfinite_streak = torch.zeros((), device=acc.device)  # steps in a row with a skipped (non-finite) phase
     bar = tqdm(
         total=cfg.train.max_steps,
         initial=state.step,
@@ -150,7 +175,7 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    while state.step < cfg.train.max_steps and not stop_early:
+    while state.step < cfg.train.max_steps and stop is None:
         micro = []
         for _ in range(cfg.train.grad_accum):
             state.epoch, batch = next(batches)
@@ -161,14 +186,22 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
             noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
             stats |= run_phase(acc, precision, nets, phase, micro, noise)
         running.add(stats)
+        skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
+        nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
         state.step += 1
         state.images_seen += B * cfg.train.grad_accum * world
         bar.update(1)
 
-        if cfg.train.max_seconds and state.step % TIME_CHECK_EVERY == 0:  # all ranks must stop at the same step
-            over = torch.tensor(float(time.perf_counter() - t_start > cfg.train.max_seconds), device=acc.device)
-            stop_early = acc.reduce(over, reduction="max").item() > 0
-        last = state.step >= cfg.train.max_steps or stop_early
+        if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
+            stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
+        if stop == "diverged":
+            latest = ckpt.find_checkpoint(run_dir, "latest")
+            raise TrainingDiverged(
+                f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
+                f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
+                "then --resume latest"
+            )
+        last = state.step >= cfg.train.max_steps or stop is not None
         if state.step % cfg.log.every == 0 or last:
             values = running.reduce(acc)
             now = time.perf_counter()
@@ -177,24 +210,26 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
             t_log, images_at_log = now, state.images_seen
             acc.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
             bar.set_postfix({k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values})
-            _check_finite(values, state.step)
         if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
             write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
         if state.step % cfg.checkpoint.every == 0 or last:
             save_checkpoint(acc, cfg, family, nets, phases, precision, state, run_dir)
     bar.close()
-    if stop_early:
+    if stop == "time":
         acc.print(f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
+    elif stop is not None:
+        acc.print(f"distgan: stopped by {stop} at step {state.step}; checkpoint written; resume with --resume latest")
     acc.end_training()
     result = {
         "run_dir": str(run_dir),
         "step": state.step,
+        "stopped_by": stop,
         "samples": str(run_dir / "samples" / f"step_{state.step:09d}.png"),
         "checkpoint": str(ckpt.step_dir(run_dir / "checkpoints", state.step)),
         "generator": str(run_dir / "generator"),
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
-    acc.print("distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v))
+    acc.print("distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v and k != "stopped_by"))
     return result
 
 
@@ -228,12 +263,26 @@ def phase_noise(
     return noise
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
-    bad = [k for k in ("loss_d", "loss_g") if k in values and not math.isfinite(values[k])]
-    if bad:
-        raise DistganError(
-            f"step {step}: {', '.join(bad)} is not finite; lower train.lr_g/lr_d or use bf16 instead of fp16"
-        )
+def control_check(
+    acc: Accelerator, cfg: Config, t_start: float, signals: StopSignals, nonfinite_streak: torch.Tensor
+) -> str | None:
+    """Why to stop now, agreed by all ranks: "diverged", a signal name, "time", or None to go on."""
+    local = torch.stack(
+        [
+            nonfinite_streak.float(),
+            torch.tensor(float(signals.received is not None), device=acc.device),
+            torch.tensor(
+                float(bool(cfg.train.max_seconds) and time.perf_counter() - t_start > cfg.train.max_seconds),
+                device=acc.device,
+            ),
+        ]
+    )
+    streak, signalled, over_time = acc.reduce(local, reduction="max").tolist()  # the host sync of this check
+    if streak >= cfg.train.max_nonfinite:
+        return "diverged"
+    if signalled:
+        return signals.received or "a signal to another process"
+    return "time" if over_time else None
 
 
 @torch.no_grad()

@@ -61,7 +61,7 @@ def make_accelerator(cfg: Config, run_dir: str, log_with: str | None) -> Acceler
         project_dir=run_dir,
         kwargs_handlers=[
             DistributedDataParallelKwargs(broadcast_buffers=False),
-            InitProcessGroupKwargs(timeout=timedelta(minutes=30)),
+            InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s)),
         ],
     )
 

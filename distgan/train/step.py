@@ -51,7 +51,7 @@ def run_phase(
     """Accumulate the phase's loss over micro-batches, then one (scaled) optimiser step.
 
     Returns the phase's stats averaged over micro-batches (tensors on device, no host sync), plus
-    `skipped_<name>` = 1 when fp16 loss scaling found non-finite gradients and skipped the step.
+    `skipped_<name>` = 1 when the gradients were non-finite and the optimiser step was skipped.
     """
     updated = nets.G if phase.name == "G" else nets.D
     G, D = (nets.G, nets.D_plain) if phase.name == "G" else (nets.G_plain, nets.D)
@@ -68,12 +68,32 @@ def run_phase(
             scaler.scale(loss / n).backward()
         for k, v in stats.items():
             totals[k] = totals[k] + v / n if k in totals else v / n
-    if scaler.is_enabled():
+    if scaler.is_enabled():  # fp16: the scaler finds inf/nan gradients, skips the step and backs the scale off
         scale_before = scaler._scale.clone()  # the scale as a device tensor (get_scale() would sync the host)
-        scaler.step(phase.optimizer)  # unscales; skips the step if any gradient is inf/nan
-        scaler.update()  # backs the scale off after a skip, so a lower scale means "skipped"
-        totals[f"skipped_{phase.name}"] = (scaler._scale < scale_before).float()
+        scaler.step(phase.optimizer)
+        scaler.update()
+        skipped = (scaler._scale < scale_before).float()
     else:
-        phase.optimizer.step()
+        skipped = _step_unless_nonfinite(phase.optimizer)
+    totals[f"skipped_{phase.name}"] = skipped
     phase.optimizer.zero_grad(set_to_none=True)
     return totals
+
+
+def _step_unless_nonfinite(optimizer: torch.optim.Optimizer) -> Tensor:
+    """Optimiser step, skipped if any gradient is inf/nan; returns 1.0 if skipped (a device tensor).
+
+    Fused optimisers take the verdict as `found_inf` and skip on the device (no host sync, as with
+    GradScaler); others fall back to one host sync.
+    """
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    found_inf = (~torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())).float()
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = found_inf
+        optimizer.step()
+        del optimizer.found_inf
+    elif not found_inf.item():
+        optimizer.step()
+    return found_inf

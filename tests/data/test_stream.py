@@ -90,7 +90,11 @@ def test_hub_id_offline_fails_fast_and_says_how_to_use_a_local_copy(monkeypatch)
         resolve_source("nielsr/CelebA-faces")
     assert time.monotonic() - start < 10
     message = str(info.value)
-    assert "\n" not in message and "Hugging Face Hub (127.0.0.1) cannot be reached" in message and "data.path=DIR" in message
+    assert (
+        "\n" not in message
+        and "Hugging Face Hub (127.0.0.1) cannot be reached" in message
+        and "data.path=DIR" in message
+    )
 
 
 def test_wrong_column_names_the_key(digits: Path) -> None:

@@ -132,7 +132,8 @@ def test_hub_dataset_offline_fails_fast_with_the_fix() -> None:
     )
     assert result.returncode == 2 and time.monotonic() - start < 30
     assert (
-        "nielsr/CelebA-faces: no such local file or folder, and the Hugging Face Hub" in result.stderr and "data.path=DIR" in result.stderr
+        "nielsr/CelebA-faces: no such local file or folder, and the Hugging Face Hub" in result.stderr
+        and "data.path=DIR" in result.stderr
     )
 
 

@@ -58,12 +58,12 @@ def test_each_phase_updates_only_its_network(setup) -> None:
     stats = run_phase(acc, precision, nets, phases[0], batch, noise)  # D phase
     assert _changed(d0, nets.D_plain) and not _changed(g0, nets.G_plain)
     assert all(p.grad is None for p in nets.G_plain.parameters()), "G got gradients in the D phase"
-    assert set(stats) == {"loss_d", "d_real", "d_fake"}
+    assert set(stats) == {"loss_d", "d_real", "d_fake", "skipped_D"} and stats["skipped_D"].item() == 0
     d1 = _params(nets.D_plain)
     stats = run_phase(acc, precision, nets, phases[1], batch, noise)  # G phase
     assert _changed(g0, nets.G_plain) and not _changed(d1, nets.D_plain)
     assert all(p.grad is None for p in nets.D_plain.parameters()), "D got gradients in the G phase"
-    assert set(stats) == {"loss_g"}
+    assert set(stats) == {"loss_g", "skipped_G"} and stats["skipped_G"].item() == 0
 
 
 def test_fp16_overflow_skips_only_that_network(setup) -> None:
@@ -101,3 +101,21 @@ def test_bf16_step_keeps_fp32_weights(setup) -> None:
     stats = _step(acc, family, nets, phases, Precision("bf16", "cpu"), [{"image": torch.rand(4, 1, 16, 16)}], 4)
     assert all(torch.isfinite(v) for v in stats.values())
     assert all(p.dtype == torch.float32 for p in [*nets.G_plain.parameters(), *nets.D_plain.parameters()])
+
+
+@pytest.mark.parametrize("mode", ["no", "bf16"])
+def test_nonfinite_gradients_skip_the_step_without_fp16(setup, mode: str) -> None:
+    acc, cfg, family, nets, phases = setup(mixed_precision=mode)
+    poisoned = copy.copy(phases[1])
+    poisoned.loss = lambda G, D, batch, z: (lambda loss, stats: (loss * float("nan"), stats))(
+        *family.g_phase(G, D, batch, z)
+    )  # G's gradients become nan
+    g0 = _params(nets.G_plain)
+    adam_steps = [s["step"].clone() for s in phases[1].optimizer.state.values()]
+    stats = _step(
+        acc, family, nets, [phases[0], poisoned], Precision(mode, "cpu"), [{"image": torch.rand(4, 1, 16, 16)}], 4
+    )
+    assert stats["skipped_G"].item() == 1 and stats["skipped_D"].item() == 0
+    assert not _changed(g0, nets.G_plain), "G stepped on nan gradients"
+    assert all(torch.isfinite(s["exp_avg"]).all() for s in phases[1].optimizer.state.values())
+    assert [s["step"] for s in phases[1].optimizer.state.values()] == adam_steps or not adam_steps
