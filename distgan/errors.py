@@ -43,4 +43,3 @@ class PeerFailed(DistganError):
             "another process failed or stopped answering (see its log; train.collective_timeout_s bounds the "
             f"wait): {first[:200]}"
         )
-

@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.output_dir) if args.output_dir else REPO_ROOT / "runs" / cfg.name
-        prepared = prepare(cfg, run_dir, args.resume)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+        prepared = prepare(cfg, run_dir, args.resume, world_size)
         if args.dry_run:
             print(dump_config(cfg), end="")
-            print("# derived:", json.dumps(describe(prepared, int(os.environ.get("WORLD_SIZE", "1"))), indent=2))
+            print("# derived:", json.dumps(describe(prepared, world_size), indent=2))
             return 0
         result = train(prepared, run_dir)
     except DistganError as e:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
@@ -85,38 +86,48 @@ class ImageStream:
         )
 
     # --- batches -------------------------------------------------------------------------------------
-    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any]:
-        """This rank's DataLoader over its part of the stream, and the stream (for `set_epoch`)."""
+    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any, _Example]:
+        """This rank's DataLoader over its part of the stream, the stream (for `set_epoch`) and its transform."""
         columns = self._column_map()
         ds = self.dataset.select_columns(list(dict.fromkeys(columns.values())))
         if self.cfg.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        ds = ds.map(_Example(columns, self.cfg), remove_columns=list(set(columns.values())))
+        example = _Example(columns, self.cfg, seed, rank)
+        ds = ds.map(example, with_indices=True, remove_columns=list(set(columns.values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
         loader = DataLoader(
             ds, batch_size=batch_size, num_workers=workers, drop_last=True, pin_memory=torch.cuda.is_available()
         )
-        return loader, ds
+        return loader, ds, example
 
     def batches(
-        self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int = 0
-    ) -> Iterator[tuple[int, Batch]]:
-        """Endless (epoch, batch) pairs for this rank, reshuffled every epoch; validates labels."""
-        loader, ds = self.loader(batch_size, seed, rank, world_size)
+        self, batch_size: int, seed: int, rank: int, world_size: int, position: tuple[int, int] = (0, 0)
+    ) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """Endless ((epoch, index in epoch), batch) for this rank, reshuffled every epoch; validates labels.
+
+        `position` = (epoch, number of batches of that epoch already used) resumes the stream exactly:
+        the shuffle depends only on (seed, epoch) and random crops/flips only on the example, so the
+        skipped batches are read again (decoded, not used) and what follows is what would have followed.
+        """
+        loader, ds, example = self.loader(batch_size, seed, rank, world_size)
+        epoch, skip = position
         while True:
             ds.set_epoch(epoch)
+            example.epoch = epoch  # DataLoader copies it into the workers when the epoch's iterator starts
             count = 0
-            for batch in loader:
-                self._check_labels(batch)
+            for index, batch in enumerate(loader):
                 count += 1
-                yield epoch, batch
+                if index < skip:
+                    continue
+                self._check_labels(batch)
+                yield (epoch, index), batch
             if count == 0:
                 raise DistganError(
                     f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
                     "lower train.batch_size or use more data"
                 )
-            epoch += 1
+            epoch, skip = epoch + 1, 0
 
     def _check_labels(self, batch: Batch) -> None:
         if "label" not in batch:
@@ -134,14 +145,22 @@ class _Example:
     """Picklable per-example transform (runs in DataLoader workers): decode, resize, crop, scale.
 
     Image-to-image rows give "source" and "image" (the target) from two columns, or from one image
-    holding A|B side by side; `data.direction` says which is the source.
+    holding A|B side by side; `data.direction` says which is the source. Random crops and flips draw
+    from a generator seeded by (seed, epoch, rank, worker, example index): reproducible after a resume,
+    and independent of the training process's global RNG.
     """
 
-    def __init__(self, columns: dict[str, str], cfg: DataConfig) -> None:
+    def __init__(self, columns: dict[str, str], cfg: DataConfig, seed: int, rank: int) -> None:
         self.columns, self.channels, self.direction = columns, cfg.channels, cfg.direction
         self.transform = ImageTransform(cfg.image_size, cfg.channels, cfg.load_size, cfg.random_flip)
+        self.seed, self.rank, self.epoch = seed, rank, 0
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        gen = None
+        if self.transform.random:
+            info = torch.utils.data.get_worker_info()
+            key = [self.seed, self.epoch, self.rank, info.id if info else 0, index]
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
         image = to_pil(row[self.columns["image"]], self.channels)
         out: dict[str, Any] = {}
         if "source" in self.columns:
@@ -151,9 +170,9 @@ class _Example:
             else:
                 a, b = to_pil(row[self.columns["source"]], self.channels), image
             source, target = (a, b) if self.direction == "AtoB" else (b, a)
-            out["source"], out["image"] = self.transform(source, target)
+            out["source"], out["image"] = self.transform(source, target, generator=gen)
         else:
-            (out["image"],) = self.transform(image)
+            (out["image"],) = self.transform(image, generator=gen)
         if "label" in self.columns:
             out["label"] = torch.tensor(int(row[self.columns["label"]]))
         return out

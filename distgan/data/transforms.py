@@ -17,14 +17,15 @@ class ImageTransform:
 
     Called with several images (a source/target pair) it applies the same crop and flip to all of
     them, each resized to load x load first, as pix2pix does; one image keeps its aspect ratio (short
-    side resized) before the crop. Randomness comes from torch's RNG, which DataLoader seeds per worker.
+    side resized) before the crop. Randomness comes from `generator` (torch's global RNG if None).
     """
 
     def __init__(self, size: int, channels: int, load_size: int | None = None, random_flip: bool = False) -> None:
         self.size, self.channels, self.load = size, channels, load_size or size
         self.random_crop, self.random_flip = load_size is not None and load_size > size, random_flip
+        self.random = self.random_crop or self.random_flip  # whether calls draw random numbers
 
-    def __call__(self, *images: Image.Image) -> list[torch.Tensor]:
+    def __call__(self, *images: Image.Image, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         target = [self.load, self.load] if len(images) > 1 else self.load
         tensors = [
             TF.to_tensor(TF.resize(im, target, interpolation=T.InterpolationMode.BICUBIC, antialias=True))
@@ -32,10 +33,10 @@ class ImageTransform:
         ]
         h, w = tensors[0].shape[-2:]
         if self.random_crop:
-            top, left = (int(torch.randint(0, d - self.size + 1, ())) for d in (h, w))
+            top, left = (int(torch.randint(0, d - self.size + 1, (), generator=generator)) for d in (h, w))
         else:
             top, left = (h - self.size) // 2, (w - self.size) // 2
-        flip = self.random_flip and bool(torch.rand(()) < 0.5)
+        flip = self.random_flip and bool(torch.rand((), generator=generator) < 0.5)
         out = []
         for t in tensors:
             t = t[:, top : top + self.size, left : left + self.size]

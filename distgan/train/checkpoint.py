@@ -2,16 +2,20 @@
 
 Layout of a run directory's `checkpoints/`:
     step_000001000/   G.safetensors, D.safetensors, opt_G.{safetensors,json}, opt_D.{...},
-                      scaler_G.json, scaler_D.json, state.json, rng_<rank>.{safetensors,json}
+                      scaler_G.json, scaler_D.json, state.json, config.yaml, samples.safetensors (the
+                      fixed sample inputs), rank_<r>.{safetensors,json} (each rank's RNG states and data
+                      position), manifest.json (size + sha256 of every file, written last)
     latest            text file naming the newest complete step folder
 A checkpoint is written to a temporary folder and renamed into place, so an interrupted write never
-replaces or damages an earlier checkpoint; only the newest `keep` are kept.
+replaces or damages an earlier checkpoint; only the newest `keep` are kept. Loading verifies every file
+against the manifest and never unpickles anything.
 The exported generator (`generator/model.safetensors` + `generator/config.json`) is separate: it is
 all that sampling needs, without the training config.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -106,12 +110,48 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first."""
+    """Published checkpoint folders (with a manifest), oldest first; not yet verified."""
     if not root.is_dir():
         return []
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").exists()
-    )
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / MANIFEST).exists()]
+    return sorted(found)
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Size and sha256 of every file, written last: a checkpoint without it is incomplete."""
+    entries = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir())}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=1))
+
+
+def verify(folder: Path) -> None:
+    """Check every file against the manifest; raises DistganError naming the first bad file."""
+    manifest = folder / MANIFEST
+    try:
+        entries = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        raise DistganError(
+            f"{manifest}: unreadable checkpoint manifest ({type(e).__name__}); incomplete checkpoint"
+        ) from None
+    for name, entry in entries.items():
+        file = folder / name
+        if not file.is_file():
+            raise DistganError(f"{file}: missing from the checkpoint")
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            raise DistganError(f"{file}: truncated or changed ({size} bytes, {entry['bytes']} written)")
+        if _sha256(file) != entry["sha256"]:
+            raise DistganError(f"{file}: corrupted (checksum differs from when it was written)")
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -134,27 +174,34 @@ def publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def find_checkpoint(run_dir: Path, resume: str) -> Path | None:
-    """`--resume latest` -> newest checkpoint of run_dir (None if there is none); a path -> that folder."""
+def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]:
+    """The checkpoint to resume and notes for the user.
+
+    `latest`: the newest checkpoint of run_dir that verifies (damaged ones are skipped, with a note);
+    None if there is none yet. A path: that checkpoint folder (or a run / checkpoints folder's latest),
+    which must verify.
+    """
     if resume == "latest":
-        root = run_dir / "checkpoints"
-        pointer = root / "latest"
-        if pointer.exists():
-            candidate = root / pointer.read_text().strip()
-            if (candidate / "state.json").exists():
-                return candidate
-        found = list_checkpoints(root)
-        return found[-1] if found else None
+        notes = []
+        for candidate in reversed(list_checkpoints(run_dir / "checkpoints")):
+            try:
+                verify(candidate)
+            except DistganError as e:
+                notes.append(f"skipping damaged checkpoint: {e}")
+                continue
+            return candidate, notes
+        return None, notes
     path = Path(resume)
-    if (path / "latest").is_file():  # a checkpoints/ folder or a run folder
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / "latest").is_file():  # a checkpoints/ folder
         path = path / (path / "latest").read_text().strip()
-    elif (path / "checkpoints").is_dir():
-        return find_checkpoint(path, "latest")
-    if not (path / "state.json").is_file():
+    if not (path / MANIFEST).is_file():
         raise DistganError(
-            f"--resume {resume}: not a checkpoint folder (no state.json); give a step_* folder or 'latest'"
+            f"--resume {resume}: not a checkpoint folder (no {MANIFEST}); give a step_* folder or 'latest'"
         )
-    return path
+    verify(path)
+    return path, []
 
 
 def load_weights(module: torch.nn.Module, file: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import distgan
@@ -41,12 +42,13 @@ from distgan.train.step import Nets, Phase, run_phase
 
 @dataclass
 class TrainState:
-    """Progress counters saved in every checkpoint."""
+    """Progress counters saved in every checkpoint (per-rank RNG and data position live beside it)."""
 
     step: int = 0
     images_seen: int = 0
-    epoch: int = 0  # data epoch of this rank's stream at the last step
     wandb_run_id: str | None = None
+    world_size: int = 1
+    global_batch: int = 0
 
 
 @dataclass
@@ -58,21 +60,63 @@ class Prepared:
     stream: ImageStream
     mixed_precision: str
     checkpoint: Path | None
+    notes: list[str]
 
 
-def prepare(cfg: Config, run_dir: Path, resume: str | None) -> Prepared:
-    """Validate runtime settings, open the data (no download) and find the checkpoint to resume."""
+def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1) -> Prepared:
+    """Validate runtime settings, open the data (no download), find and check the checkpoint to resume.
+
+    Resuming with another number of processes keeps the global batch by changing train.grad_accum where
+    that divides evenly, and says so; otherwise it is an error explaining the arithmetic.
+    """
     family_cls = get_family(cfg.model.family)
     check_runtime(cfg)
     mixed_precision = resolve_mixed_precision(cfg)
-    found = ckpt.find_checkpoint(run_dir, resume) if resume else None
+    found, notes = ckpt.find_checkpoint(run_dir, resume) if resume else (None, [])
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise DistganError(
             f"--output-dir {run_dir}: already holds a run; pass --resume latest to continue it, "
             "or choose another --output-dir"
         )
+    if found is not None:
+        check_compatible(found, cfg)
+        notes += match_global_batch(found, cfg, world_size)
     stream = ImageStream(cfg.data, family_cls.columns)
-    return Prepared(cfg, family_cls, stream, mixed_precision, found)
+    return Prepared(cfg, family_cls, stream, mixed_precision, found, notes)
+
+
+def check_compatible(folder: Path, cfg: Config) -> None:
+    """A checkpoint of another family, model shape or data shape is a clear error, not a size mismatch."""
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    now = cfg.to_dict()
+    pairs = [(f"model.{k}", saved["model"].get(k), v) for k, v in now["model"].items()]
+    pairs += [(f"data.{k}", saved["data"].get(k), now["data"][k]) for k in ("image_size", "channels", "num_classes")]
+    for key, old, new in pairs:
+        if old != new:
+            raise DistganError(
+                f"{folder}: saved with {key}={old}, but this run has {key}={new}; resume with the same "
+                "model and image shape, or start a new --output-dir"
+            )
+
+
+def match_global_batch(folder: Path, cfg: Config, world_size: int) -> list[str]:
+    """Keep the checkpoint's global batch when the number of processes changed (via grad_accum)."""
+    state = json.loads((folder / "state.json").read_text())
+    saved_world, saved_global = state.get("world_size", world_size), state.get("global_batch", 0)
+    if saved_world == world_size or not saved_global:
+        return []
+    per_step = cfg.train.batch_size * world_size
+    if saved_global % per_step:
+        raise DistganError(
+            f"{folder}: saved with {saved_world} processes and a global batch of {saved_global}; with "
+            f"{world_size} processes x train.batch_size={cfg.train.batch_size} no whole train.grad_accum keeps it; "
+            f"set train.batch_size so that {saved_global} is a multiple of batch_size x {world_size}"
+        )
+    cfg.train.grad_accum = saved_global // per_step
+    return [
+        f"resuming {saved_world} processes' run on {world_size}: train.grad_accum={cfg.train.grad_accum} keeps "
+        f"the global batch of {saved_global}; the data stream restarts at the next epoch (its position is per process)"
+    ]
 
 
 def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str, Any]:
@@ -146,7 +190,10 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
 
     family, nets, phases = build_training(acc, cfg, p.family_cls(cfg.model, p.stream.spec))
     precision = Precision(p.mixed_precision, acc.device.type)
-    state = load_checkpoint(p.checkpoint, nets, phases, precision, rank) if p.checkpoint else TrainState()
+    state, position, fixed = TrainState(), (0, 0), None
+    if p.checkpoint:
+        state, position, fixed = load_checkpoint(p.checkpoint, nets, phases, precision, rank, world)
+    state.world_size, state.global_batch = world, B * cfg.train.grad_accum * world
 
     if acc.is_main_process:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -158,11 +205,14 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
             state.wandb_run_id = acc.get_tracker("wandb", unwrap=True).id
     info = describe(p, world, nets)
     acc.print(f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
+    for note in p.notes:
+        acc.print(f"distgan: {note}")
 
-    batches = p.stream.batches(B, cfg.train.seed, rank, world, epoch=state.epoch + (1 if p.checkpoint else 0))
-    first = next(batches)  # fixed sample inputs may come from real data (e.g. pix2pix sources); train on it too
-    batches = itertools.chain([first], batches)
-    fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), first[1])
+    batches = p.stream.batches(B, cfg.train.seed, rank, world, position)
+    if fixed is None:  # fixed sample inputs may come from real data (pix2pix sources): train on that batch too
+        first = next(batches)
+        batches = itertools.chain([first], batches)
+        fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), first[1])
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     noise_gen = torch.Generator(device=acc.device)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
@@ -178,7 +228,8 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
     while state.step < cfg.train.max_steps and stop is None:
         micro = []
         for _ in range(cfg.train.grad_accum):
-            state.epoch, batch = next(batches)
+            (epoch, index), batch = next(batches)
+            position = (epoch, index + 1)  # the next batch this rank reads
             micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
         stats: dict[str, torch.Tensor] = {}
         for index, phase in enumerate(phases):
@@ -195,7 +246,7 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
             stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
         if stop == "diverged":
-            latest = ckpt.find_checkpoint(run_dir, "latest")
+            latest, _ = ckpt.find_checkpoint(run_dir, "latest")
             raise TrainingDiverged(
                 f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
                 f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
@@ -213,7 +264,7 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
             write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
         if state.step % cfg.checkpoint.every == 0 or last:
-            save_checkpoint(acc, cfg, family, nets, phases, precision, state, run_dir)
+            save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
     bar.close()
     if stop == "time":
         acc.print(f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
@@ -291,7 +342,8 @@ def write_samples(
 ) -> None:
     """The fixed-noise grid: a PNG under samples/ and an image in W&B (main process only)."""
     G.eval()  # BN uses running statistics, as the exported generator will
-    with precision.autocast():
+    devices = [acc.device] if acc.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), precision.autocast():  # sampling must not shift training's RNG
         images, nrow = family.panel(fixed, family.generate(G, fixed))
     G.train()
     grid = grid_uint8(images, nrow)
@@ -310,35 +362,41 @@ def save_checkpoint(
     phases: list[Phase],
     precision: Precision,
     state: TrainState,
+    position: tuple[int, int],
+    fixed: dict[str, torch.Tensor],
     run_dir: Path,
 ) -> None:
-    """All ranks: each writes its RNG; the main process writes the rest, then publishes atomically."""
+    """All ranks: each writes its RNG and data position; the main process writes the rest and publishes
+    the folder atomically (temporary folder, manifest last, rename)."""
     root = run_dir / "checkpoints"
     final = ckpt.step_dir(root, state.step)
     tmp = root / f".tmp-{final.name}"
     if acc.is_main_process:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    ckpt.save_tree(ckpt.rng_state(), tmp, f"rng_{acc.process_index}")
+    ckpt.save_tree({"rng": ckpt.rng_state(), "data": list(position)}, tmp, f"rank_{acc.process_index}")
     if acc.is_main_process:
         save_file(_cpu_state(nets.G_plain), str(tmp / "G.safetensors"))
         save_file(_cpu_state(nets.D_plain), str(tmp / "D.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in fixed.items()}, str(tmp / "samples.safetensors"))
         for phase in phases:
             ckpt.save_tree(phase.optimizer.state_dict(), tmp, f"opt_{phase.name}")
             (tmp / f"scaler_{phase.name}.json").write_text(json.dumps(precision.scalers[phase.name].state_dict()))
         (tmp / "state.json").write_text(json.dumps(asdict(state)))
         (tmp / "config.yaml").write_text(dump_config(cfg))
-    acc.wait_for_everyone()
+    acc.wait_for_everyone()  # every rank's file is in place before the manifest seals the folder
     if acc.is_main_process:
+        ckpt.write_manifest(tmp)
         ckpt.publish(tmp, final, root, cfg.checkpoint.keep)
         ckpt.export_generator(nets.G_plain, generator_meta(cfg, family, state.step), run_dir / "generator")
 
 
-def load_checkpoint(folder: Path, nets: Nets, phases: list[Phase], precision: Precision, rank: int) -> TrainState:
-    """Restore weights, optimisers, scalers, counters and (if saved for this rank) RNG."""
+def load_checkpoint(
+    folder: Path, nets: Nets, phases: list[Phase], precision: Precision, rank: int, world: int
+) -> tuple[TrainState, tuple[int, int], dict[str, torch.Tensor]]:
+    """Restore weights, optimisers, scalers and counters; this rank's RNG and data position if the number
+    of processes is unchanged (else the stream restarts at the next epoch). Returns (state, position, fixed)."""
     ckpt.load_weights(nets.G_plain, folder / "G.safetensors")
     ckpt.load_weights(nets.D_plain, folder / "D.safetensors")
     for phase in phases:
@@ -346,9 +404,15 @@ def load_checkpoint(folder: Path, nets: Nets, phases: list[Phase], precision: Pr
         scaler_state = json.loads((folder / f"scaler_{phase.name}.json").read_text())
         if scaler_state and precision.scalers[phase.name].is_enabled():
             precision.scalers[phase.name].load_state_dict(scaler_state)
-    if (folder / f"rng_{rank}.json").exists():
-        ckpt.set_rng_state(ckpt.load_tree(folder, f"rng_{rank}"))
-    return TrainState(**json.loads((folder / "state.json").read_text()))
+    saved = json.loads((folder / "state.json").read_text())
+    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
+    fixed = load_file(str(folder / "samples.safetensors"))
+    if state.world_size == world:
+        rank_state = ckpt.load_tree(folder, f"rank_{rank}")
+        ckpt.set_rng_state(rank_state["rng"])
+        return state, tuple(rank_state["data"]), fixed
+    epoch = ckpt.load_tree(folder, "rank_0")["data"][0]
+    return state, (epoch + 1, 0), fixed
 
 
 def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def indexed(tmp_path_factory) -> Path:
 
 def _epoch_labels(stream: ImageStream, rank: int, world: int, batch: int, epochs: int = 2) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
-    for epoch, b in stream.batches(batch, seed=0, rank=rank, world_size=world):
+    for (epoch, _), b in stream.batches(batch, seed=0, rank=rank, world_size=world):
         if epoch >= epochs:
             break
         out.setdefault(epoch, []).extend(b["label"].tolist())

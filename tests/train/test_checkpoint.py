@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from distgan.errors import DistganError
 from distgan.train import checkpoint as ckpt
@@ -39,11 +41,14 @@ def test_rng_state_round_trips(tmp_path: Path) -> None:
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
 
-def _fake_checkpoint(root: Path, step: int, keep: int) -> None:
+def _fake_checkpoint(root: Path, step: int, keep: int) -> Path:
     tmp = root / f".tmp-{step}"
     tmp.mkdir(parents=True)
     (tmp / "state.json").write_text(json.dumps({"step": step}))
+    save_file({"w": torch.arange(1000.0)}, str(tmp / "G.safetensors"))
+    ckpt.write_manifest(tmp)
     ckpt.publish(tmp, ckpt.step_dir(root, step), root, keep)
+    return ckpt.step_dir(root, step)
 
 
 def test_publish_keeps_the_last_k_and_points_latest(tmp_path: Path) -> None:
@@ -51,25 +56,48 @@ def test_publish_keeps_the_last_k_and_points_latest(tmp_path: Path) -> None:
         _fake_checkpoint(tmp_path / "checkpoints", step, keep=2)
     kept = [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
     assert kept == ["step_000000030", "step_000000040"]
-    assert ckpt.find_checkpoint(tmp_path, "latest").name == "step_000000040"
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000000040"
+    assert ckpt.find_checkpoint(tmp_path, "latest") == (tmp_path / "checkpoints" / "step_000000040", [])
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
 def test_an_unfinished_write_is_ignored(tmp_path: Path) -> None:
     _fake_checkpoint(tmp_path / "checkpoints", 10, keep=3)
-    (tmp_path / "checkpoints" / ".tmp-step_000000020").mkdir()  # a crash mid-write
-    assert ckpt.find_checkpoint(tmp_path, "latest").name == "step_000000010"
+    half = tmp_path / "checkpoints" / ".tmp-step_000000020"  # a crash mid-write: no manifest, not renamed
+    half.mkdir()
+    (half / "state.json").write_text("{}")
+    assert ckpt.find_checkpoint(tmp_path, "latest")[0].name == "step_000000010"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:100]), "G.safetensors: truncated or changed (100 bytes"),
+        (lambda f: f.write_bytes(f.read_bytes()[:-8] + b"corrupt!"), "G.safetensors: corrupted (checksum"),
+        (lambda f: f.unlink(), "G.safetensors: missing from the checkpoint"),
+    ],
+    ids=["truncated", "corrupted", "missing"],
+)
+def test_damaged_checkpoint_is_named_and_latest_falls_back(tmp_path: Path, damage, message: str) -> None:
+    root = tmp_path / "checkpoints"
+    good = _fake_checkpoint(root, 10, keep=3)
+    bad = _fake_checkpoint(root, 20, keep=3)
+    damage(bad / "G.safetensors")
+    with pytest.raises(DistganError, match=re.escape(message)) as info:
+        ckpt.find_checkpoint(tmp_path, str(bad))
+    assert "\n" not in str(info.value)
+    found, notes = ckpt.find_checkpoint(tmp_path, "latest")
+    assert found == good
+    assert len(notes) == 1 and "skipping damaged checkpoint" in notes[0] and message.split(":")[0] in notes[0]
 
 
 def test_find_checkpoint_errors_and_empty_run(tmp_path: Path) -> None:
-    assert ckpt.find_checkpoint(tmp_path, "latest") is None  # nothing yet: start fresh
+    assert ckpt.find_checkpoint(tmp_path, "latest") == (None, [])  # nothing yet: start fresh
     with pytest.raises(DistganError, match="not a checkpoint folder"):
         ckpt.find_checkpoint(tmp_path, str(tmp_path / "nope"))
 
 
 def test_weights_that_do_not_fit_name_the_file_and_key(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
     save_file({"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, str(tmp_path / "G.safetensors"))
     with pytest.raises(
         DistganError, match=r"G.safetensors: 'weight' has shape \(5, 3\) but the model expects \(2, 3\)"
