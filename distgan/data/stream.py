@@ -11,6 +11,7 @@ Rules learned the hard way (datasets 5.2, accelerate 1.15):
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,7 +98,13 @@ class ImageStream:
         ds = ds.map(example, with_indices=True, remove_columns=list(set(columns.values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
         loader = DataLoader(
-            ds, batch_size=batch_size, num_workers=workers, drop_last=True, pin_memory=torch.cuda.is_available()
+            ds,
+            batch_size=batch_size,
+            num_workers=workers,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(seed),  # starting an epoch must not draw from the global RNG
+            worker_init_fn=_ignore_stop_signals,
         )
         return loader, ds, example
 
@@ -139,6 +146,13 @@ class ImageStream:
                 f"data.{self.cfg.label_column}: label {int(bad[0])} is outside [0, {n}); "
                 "fix the data or set data.num_classes"
             )
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """SLURM signals every process of a job step: workers leave SIGTERM/SIGUSR1 to the training process,
+    which checkpoints and then shuts them down (they also exit by themselves if it dies)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class _Example:
