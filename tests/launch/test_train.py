@@ -32,7 +32,10 @@ def test_two_process_dcgan_with_batchnorm_logs_to_wandb_offline(tmp_path: Path, 
     assert {"model.safetensors", "config.json"} <= {p.name for p in (out / "generator").iterdir()}
     state = json.loads((out / "checkpoints" / "step_000000004" / "state.json").read_text())
     assert state["step"] == 4 and state["images_seen"] == 4 * 8 * 2
-    assert {p.name for p in (out / "checkpoints" / "step_000000004").glob("rank_*.json")} == {"rank_0.json", "rank_1.json"}
+    assert {p.name for p in (out / "checkpoints" / "step_000000004").glob("rank_*.json")} == {
+        "rank_0.json",
+        "rank_1.json",
+    }
     # W&B: offline (not logged in), losses, D(x), D(G(z)), images/s and a sample grid
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     logged = read_offline_run(str(run_dir), wait_s=10)
