@@ -35,7 +35,7 @@ class DataConfig:
     image_column: str = "image"
     label_column: str = "label"
     num_classes: int | None = None  # None: read from the dataset's ClassLabel feature when a family needs it
-    source_column: str | None = None  # image-to-image: the source image's column; null: A|B side by side in image
+    source_column: str | None = None  # image-to-image: A's column beside image_column (B); null: A|B in image_column
     direction: Literal["AtoB", "BtoA"] = "AtoB"  # image-to-image: which of A, B is the source
     load_size: int | None = None  # resize to this, then random-crop image_size (pix2pix: 286); null: center crop
     random_flip: bool = False  # horizontal flip with p=0.5 (the same flip for both images of a pair)
@@ -259,6 +259,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads off/no as false and on/yes as true
+            value = next((a for a in args if str(a) in (("on", "yes") if value else ("off", "no"))), value)
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value

@@ -68,7 +68,7 @@ class Family:
         fake = G(z)
         real_logits, fake_logits = D(batch["image"]), D(fake)  # two passes: BN sees real and fake apart
         loss = d_bce(real_logits, fake_logits)
-        return loss, {"loss_d": loss.detach(), **_d_probs(real_logits, fake_logits)}
+        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
 
     def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
         """G learns to make D say 1 (non-saturating: maximise log D(G(z)))."""
@@ -93,7 +93,7 @@ class Family:
         return generated, max(1, int(round(generated.shape[0] ** 0.5)))
 
 
-def _d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:
+def d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:
     """D(x) and D(G(z)): mean probabilities the discriminator assigns to real and generated images."""
     return {
         "d_real": torch.sigmoid(real_logits.detach().float()).mean(),

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
         family, G = load_generator(args.generator, args.device)
         if args.input is not None:
+            torch.manual_seed(args.seed)  # generators may keep dropout on when sampling (pix2pix): repeatable
             translate_folder(family, G, args.input, Path(args.out), args.batch)
         else:
             draw(family, G, args)
@@ -73,7 +74,10 @@ def draw(family, G, args: argparse.Namespace) -> None:
         labels = (
             torch.full((n,), args.label) if args.label is not None else torch.randint(num_classes, (n,), generator=gen)
         )
-        inputs["label"] = labels.to(inputs["label"].device)
+        device = inputs["label"].device
+        # n fresh noise vectors: the class-per-row inputs hold C * (n // C) with only n // C distinct ones
+        z = torch.randn(n, family.z_dim, generator=torch.Generator().manual_seed(args.seed))
+        inputs = {"z": z.to(device), "label": labels.to(device)}
         with torch.no_grad():
             images = family.generate(G, inputs)
     out = Path(args.out)

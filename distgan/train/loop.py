@@ -174,11 +174,15 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: str | None = None
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.received = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        """Put back the handlers found before training (train() may run inside a longer program)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
@@ -209,10 +213,13 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         acc.print(f"distgan: {note}")
 
     batches = p.stream.batches(B, cfg.train.seed, rank, world, position)
-    if fixed is None:  # fixed sample inputs may come from real data (pix2pix sources): train on that batch too
-        first = next(batches)
-        batches = itertools.chain([first], batches)
-        fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), first[1])
+    if fixed is None:  # fixed sample inputs may come from real data (pix2pix sources)
+        head = [next(batches)]
+        while len(head) * B < cfg.log.num_samples:  # small per-process batches: gather enough examples
+            head.append(next(batches))
+        batches = itertools.chain(head, batches)  # still trained on, in order
+        real = {k: torch.cat([b[k] for _, b in head]) for k in head[0][1]}
+        fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), real)
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     noise_gen = torch.Generator(device=acc.device)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
@@ -225,47 +232,52 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    while state.step < cfg.train.max_steps and stop is None:
-        micro = []
-        for _ in range(cfg.train.grad_accum):
-            (epoch, index), batch = next(batches)
-            position = (epoch, index + 1)  # the next batch this rank reads
-            micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
-        stats: dict[str, torch.Tensor] = {}
-        for index, phase in enumerate(phases):
-            key = (cfg.train.seed, state.step, index)
-            noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
-            stats |= run_phase(acc, precision, nets, phase, micro, noise)
-        running.add(stats)
-        skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
-        nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
-        state.step += 1
-        state.images_seen += B * cfg.train.grad_accum * world
-        bar.update(1)
+    try:
+        while state.step < cfg.train.max_steps and stop is None:
+            micro = []
+            for _ in range(cfg.train.grad_accum):
+                (epoch, index), batch = next(batches)
+                position = (epoch, index + 1)  # the next batch this rank reads
+                micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
+            stats: dict[str, torch.Tensor] = {}
+            for index, phase in enumerate(phases):
+                key = (cfg.train.seed, state.step, index)
+                noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
+                stats |= run_phase(acc, precision, nets, phase, micro, noise)
+            running.add(stats)
+            skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
+            nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
+            state.step += 1
+            state.images_seen += B * cfg.train.grad_accum * world
+            bar.update(1)
 
-        if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
-            stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
-        if stop == "diverged":
-            latest, _ = ckpt.find_checkpoint(run_dir, "latest")
-            raise TrainingDiverged(
-                f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
-                f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
-                "then --resume latest"
-            )
-        last = state.step >= cfg.train.max_steps or stop is not None
-        if state.step % cfg.log.every == 0 or last:
-            values = running.reduce(acc)
-            now = time.perf_counter()
-            values["images_per_sec"] = (state.images_seen - images_at_log) / max(now - t_log, 1e-9)
-            values["kimg"] = state.images_seen / 1000
-            t_log, images_at_log = now, state.images_seen
-            acc.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
-            bar.set_postfix({k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values})
-        if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
-            write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
-        if state.step % cfg.checkpoint.every == 0 or last:
-            save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
-    bar.close()
+            if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
+                stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
+            if stop == "diverged":
+                latest, _ = ckpt.find_checkpoint(run_dir, "latest")
+                raise TrainingDiverged(
+                    f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
+                    f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
+                    "then --resume latest"
+                )
+            last = state.step >= cfg.train.max_steps or stop is not None
+            if state.step % cfg.log.every == 0 or last:
+                values = running.reduce(acc)
+                now = time.perf_counter()
+                values["images_per_sec"] = (state.images_seen - images_at_log) / max(now - t_log, 1e-9)
+                values["kimg"] = state.images_seen / 1000
+                t_log, images_at_log = now, state.images_seen
+                acc.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
+                bar.set_postfix(
+                    {k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values}
+                )
+            if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
+                write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
+            if state.step % cfg.checkpoint.every == 0 or last:
+                save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
+        bar.close()
+    finally:
+        signals.restore()
     if stop == "time":
         acc.print(f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
     elif stop is not None:
