@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams
 from distgan.errors import ConfigError
-from distgan.family import Batch, Family, Stats, _d_probs
+from distgan.family import Batch, Family, Stats, d_probs
 from distgan.losses import d_bce, g_nonsaturating
 from distgan.models.dcgan import DCDiscriminator, DCGenerator
 from distgan.registry import register_family
@@ -23,12 +23,15 @@ from distgan.registry import register_family
 
 @dataclass
 class CGANParams(ModelParams):
+    """cgan's config keys (`model.*`); classes, image size and channels come from the data."""
+
     family: str = "cgan"
     z_dim: int = 100
     ngf: int = 64  # G's width at the last (full-resolution) block; it doubles per block towards 4x4
     ndf: int = 64  # D's width at the first block
 
     def validate(self, data: DataConfig) -> None:
+        """Positive widths, a DCGAN-compatible image size, and a label column to condition on."""
         for key in ("z_dim", "ngf", "ndf"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
@@ -48,6 +51,7 @@ class CondGenerator(nn.Module):
         self.body = DCGenerator(z_dim + num_classes, ngf, channels, size)  # viewed as (B, z_dim + C, 1, 1)
 
     def forward(self, z: Tensor, label: Tensor) -> Tensor:
+        """Images in [-1, 1] (B, C_img, S, S) for noise z (B, z_dim) and classes label (B,) int64."""
         onehot = F.one_hot(label, self.num_classes).to(z.dtype)  # (B, C)
         return self.body(torch.cat([z, onehot], dim=1))
 
@@ -61,6 +65,7 @@ class CondDiscriminator(nn.Module):
         self.body = DCDiscriminator(ndf, channels + num_classes, size)
 
     def forward(self, x: Tensor, label: Tensor) -> Tensor:
+        """One logit per image (B,): does x (B, C_img, S, S) look like a real image of class label (B,)?"""
         onehot = F.one_hot(label, self.num_classes).to(x.dtype)  # (B, C)
         maps = onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])  # (B, C, S, S): class c's map is all ones
         return self.body(torch.cat([x, maps], dim=1))
@@ -82,10 +87,12 @@ class CGAN(Family):
         return self.spec.num_classes
 
     def build_generator(self) -> nn.Module:
+        """G(z, label): DCGAN's generator reading z_dim + C inputs."""
         p, s = self.params, self.spec
         return CondGenerator(p.z_dim, self.num_classes, p.ngf, s.channels, s.image_size)
 
     def build_discriminator(self) -> nn.Module:
+        """D(x, label): DCGAN's discriminator reading channels + C input maps."""
         p, s = self.params, self.spec
         return CondDiscriminator(self.num_classes, p.ndf, s.channels, s.image_size)
 
@@ -99,7 +106,7 @@ class CGAN(Family):
         fake = G(z, label)  # G is frozen in this phase: no graph
         real_logits, fake_logits = D(batch["image"], label), D(fake, label)  # two passes: BN sees them apart
         loss = d_bce(real_logits, fake_logits)
-        return loss, {"loss_d": loss.detach(), **_d_probs(real_logits, fake_logits)}
+        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
 
     def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
         """G learns to make D say 1 for (G(z, y), y), with y the real batch's labels (non-saturating loss)."""
@@ -120,6 +127,7 @@ class CGAN(Family):
         }
 
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """G(z, label) for `sample_inputs`-style inputs (or any "z" (N, z_dim) and "label" (N,) of equal N)."""
         return G(inputs["z"], inputs["label"])
 
     def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
@@ -128,6 +136,6 @@ class CGAN(Family):
         n = label.shape[0]
         k = n // classes
         layout = torch.arange(classes, device=label.device).repeat_interleave(k)
-        if n % classes == 0 and torch.equal(label, layout):
+        if k and n % classes == 0 and torch.equal(label, layout):
             return generated, k
         return super().panel(inputs, generated)
