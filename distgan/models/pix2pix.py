@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams
 from distgan.errors import ConfigError, DistganError
-from distgan.family import Batch, Family, Stats, _d_probs
+from distgan.family import Batch, Family, Stats, d_probs
 from distgan.losses import d_bce, g_nonsaturating
 from distgan.models.dcgan import dcgan_init
 from distgan.registry import register_family
@@ -33,6 +33,8 @@ DROPOUT_BLOCKS = 3  # decoder blocks with dropout, counted from the bottleneck (
 
 @dataclass
 class Pix2PixParams(ModelParams):
+    """pix2pix's model keys; the defaults are the paper's (unet_256 at 256x256, 70x70 PatchGAN, lambda 100)."""
+
     family: str = "pix2pix"
     ngf: int = 64  # G's width at full resolution; it doubles per level, capped at 8 * ngf
     ndf: int = 64  # D's first width; it doubles per layer, capped at 8 * ndf
@@ -168,8 +170,8 @@ class PatchDiscriminator(nn.Module):
 class Pix2Pix(Family):
     """U-Net G on the source image, PatchGAN D on (source, image), BCE + lambda * L1 (lambda = 100).
 
-    D's loss is halved as in the paper (0.5 * (BCE(real, 1) + BCE(fake, 0))); under Adam this only
-    rescales the reported value, and it keeps loss_d comparable with the official code's logs.
+    D's loss is halved as in the paper (0.5 * (BCE(real, 1) + BCE(fake, 0))). Adam is invariant to the
+    loss scale (up to its epsilon), so this mainly makes loss_d comparable with the official code's logs.
     """
 
     name = "pix2pix"
@@ -188,9 +190,9 @@ class Pix2Pix(Family):
         """D learns (source, target) -> 1 and (source, G(source)) -> 0 on every patch; z is (B, 0), unused."""
         source, target = batch["source"], batch["image"]
         fake = G(source)  # G is frozen here: no graph
-        real_logits, fake_logits = D(source, target), D(source, fake)  # two passes: BN sees real and fake apart
+        real_logits, fake_logits = D(source, target), D(source, fake)  # (B, 1, P, P) each; BN sees them apart
         loss = 0.5 * d_bce(real_logits, fake_logits)  # BCE averaged over batch and patches
-        return loss, {"loss_d": loss.detach(), **_d_probs(real_logits, fake_logits)}
+        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
 
     def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
         """G learns to make D say 1 on its patches and to stay close to the target in L1."""
@@ -208,6 +210,7 @@ class Pix2Pix(Family):
         return {"source": batch["source"][:n], "target": batch["image"][:n]}
 
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """G(source): (N, C, H, W) in [-1, 1]; with dropout on, two calls give slightly different images."""
         return G(inputs["source"])
 
     def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
