@@ -177,7 +177,7 @@ class StopSignals:
         self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
+        self.received = self.received or signal.Signals(signum).name  # the first: job scripts repeat as SIGUSR1
 
     def restore(self) -> None:
         """Put back the handlers found before training (train() may run inside a longer program)."""
@@ -208,9 +208,9 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         if acc.is_main_process:
             state.wandb_run_id = acc.get_tracker("wandb", unwrap=True).id
     info = describe(p, world, nets)
-    acc.print(f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
+    say(acc, f"distgan: {cfg.name} ({cfg.model.family}) on {world} x {acc.device.type}: {json.dumps(info)}")
     for note in p.notes:
-        acc.print(f"distgan: {note}")
+        say(acc, f"distgan: {note}")
 
     batches = p.stream.batches(B, cfg.train.seed, rank, world, position)
     if fixed is None:  # fixed sample inputs may come from real data (pix2pix sources)
@@ -279,9 +279,9 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
     finally:
         signals.restore()
     if stop == "time":
-        acc.print(f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
+        say(acc, f"distgan: train.max_seconds={cfg.train.max_seconds} spent; stopped at step {state.step}")
     elif stop is not None:
-        acc.print(f"distgan: stopped by {stop} at step {state.step}; checkpoint written; resume with --resume latest")
+        say(acc, f"distgan: stopped by {stop} at step {state.step}; checkpoint written; resume with --resume latest")
     acc.end_training()
     result = {
         "run_dir": str(run_dir),
@@ -292,8 +292,14 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
         "generator": str(run_dir / "generator"),
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
-    acc.print("distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v and k != "stopped_by"))
+    say(acc, "distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v and k != "stopped_by"))
     return result
+
+
+def say(acc: Accelerator, message: str) -> None:
+    """Print once per job (Accelerator.print prints once per node)."""
+    if acc.is_main_process:
+        print(message, flush=True)
 
 
 def _cpu_gen(seed: int) -> torch.Generator:
