@@ -32,6 +32,11 @@ def launch_train(args: list[str], nproc: int = 1, **kw) -> subprocess.CompletedP
     return run(cmd, **kw)
 
 
+def sample_py(*args: str) -> subprocess.CompletedProcess:
+    """`python launch/sample.py ARGS`, as users run it."""
+    return run([sys.executable, "launch/sample.py", *args], timeout=120)
+
+
 def _free_port() -> int:
     import socket
 

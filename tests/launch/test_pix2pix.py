@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from distgan.sampling import load_generator
-from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run, sample_py
 from tests.wandb_offline import read_offline_run
 
 TINY_PIX2PIX = str(TEST_CONFIGS / "tiny_pix2pix.yaml")
@@ -40,10 +40,6 @@ def p2p_run(tmp_path_factory, shapes: Path) -> tuple[Path, str]:
     result = launch_train(args, nproc=2)
     assert_ok(result)
     return out, result.stdout
-
-
-def _sample_py(*args: str):
-    return run([sys.executable, "launch/sample.py", *args], timeout=120)
 
 
 def test_two_process_training_writes_panels_checkpoint_and_generator(p2p_run: tuple[Path, str]) -> None:
@@ -96,7 +92,7 @@ def _source_folder(shapes: Path, folder: Path) -> list[str]:
 def test_sample_py_translates_a_folder(p2p_run: tuple[Path, str], shapes: Path, tmp_path: Path) -> None:
     source, out = tmp_path / "in", tmp_path / "translated"
     names = _source_folder(shapes, source)
-    result = _sample_py("--generator", str(p2p_run[0] / "generator"), "--input", str(source), "--out", str(out))
+    result = sample_py("--generator", str(p2p_run[0] / "generator"), "--input", str(source), "--out", str(out))
     assert_ok(result)
     assert "translated 3 images" in result.stdout
     written = sorted(out.glob("*.png"))
