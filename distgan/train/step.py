@@ -65,9 +65,10 @@ def run_phase(
         with nullcontext() if sync else accelerator.no_sync(updated):
             with precision.autocast():
                 loss, stats = phase.loss(G, D, batch, noise(i))
-            scaler.scale(loss / n).backward()
+            scaler.scale(loss / n if n > 1 else loss).backward()  # no extra op without accumulation
         for k, v in stats.items():
-            totals[k] = totals[k] + v / n if k in totals else v / n
+            v = v / n if n > 1 else v
+            totals[k] = totals[k] + v if k in totals else v
     if scaler.is_enabled():  # fp16: the scaler finds inf/nan gradients, skips the step and backs the scale off
         scale_before = scaler._scale.clone()  # the scale as a device tensor (get_scale() would sync the host)
         scaler.step(phase.optimizer)
