@@ -240,8 +240,8 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
                 position = (epoch, index + 1)  # the next batch this rank reads
                 micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
             stats: dict[str, torch.Tensor] = {}
-            for index, phase in enumerate(phases):
-                key = (cfg.train.seed, state.step, index)
+            for phase_index, phase in enumerate(phases):
+                key = (cfg.train.seed, state.step, phase_index)
                 noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
                 stats |= run_phase(acc, precision, nets, phase, micro, noise)
             running.add(stats)
@@ -255,6 +255,7 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
                 stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
             if stop == "diverged":
                 latest, _ = ckpt.find_checkpoint(run_dir, "latest")
+                acc.end_training()  # close the W&B run: what was logged up to here stays readable
                 raise TrainingDiverged(
                     f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
                     f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
