@@ -162,3 +162,18 @@ def test_direction_swaps_source_and_target(tmp_path: Path) -> None:
         _, batch = next(ImageStream(cfg, ("image", "source")).batches(4, seed=0, rank=0, world_size=1))
         assert torch.allclose(batch["source"], torch.full_like(batch["source"], source_value), atol=0.02)
         assert torch.allclose(batch["image"], -batch["source"], atol=0.04)
+
+
+def test_resuming_at_a_position_continues_the_stream_exactly(indexed: Path) -> None:
+    """No example repeated or skipped: (epoch, k) yields what an uninterrupted stream yields after k batches,
+    across the epoch boundary, with shuffling and random crops/flips reproduced."""
+    cfg = DataConfig(path=str(indexed), image_size=6, channels=1, shuffle_buffer=32, num_workers=1)
+    cfg.load_size, cfg.random_flip = 8, True
+    stream = ImageStream(cfg, ("image", "label"))
+    straight = [item for _, item in zip(range(30), stream.batches(4, seed=3, rank=1, world_size=2))]
+    k = 17  # past the first epoch's 12 batches of 4 (48 examples for rank 1 of 2)
+    (epoch, index), _ = straight[k - 1]
+    resumed = stream.batches(4, seed=3, rank=1, world_size=2, position=(epoch, index + 1))
+    for (pos, expected), (pos_again, batch) in zip(straight[k:], resumed):
+        assert pos == pos_again
+        assert torch.equal(expected["label"], batch["label"]) and torch.equal(expected["image"], batch["image"])
