@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def test_two_process_dcgan_with_batchnorm_logs_to_wandb_offline(tmp_path: Path, 
     keys = set().union(*logged["history"])
     assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/images_per_sec"} <= keys
     assert [row["_step"] for row in logged["history"] if "train/loss_d" in row] == [2, 4]
+    losses = [row[k] for row in logged["history"] for k in ("train/loss_d", "train/loss_g") if k in row]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
     assert any(row.get("samples", {}).get("_type") == "image-file" for row in logged["history"])
     assert any(f.endswith(".png") for f in logged["files"])
     assert logged["config"]["model"]["family"] == "dcgan" and logged["config"]["train"]["batch_size"] == 8
@@ -92,9 +95,13 @@ def test_resume_latest_continues_step_and_optimizer_then_sample(tmp_path: Path, 
 def test_time_budget_stops_cleanly_with_checkpoint_and_export(tmp_path: Path, digits: Path) -> None:
     out = tmp_path / "run"
     args = ["--config", TINY_GAN, "--output-dir", str(out), f"data.path={digits}", "train.max_steps=1000000"]
-    args += ["train.max_seconds=3", "checkpoint.every=1000000", "log.every=1000000"]
+    args += ["train.max_seconds=3", "checkpoint.every=1000000", "log.every=5", "log.wandb=offline"]
     result = launch_train(args, nproc=2)
     assert_ok(result)
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    history = read_offline_run(str(run_dir), wait_s=10)["history"]
+    losses = [row[k] for row in history for k in ("train/loss_d", "train/loss_g") if k in row]
+    assert losses and all(math.isfinite(v) for v in losses)
     assert "train.max_seconds=3.0 spent; stopped at step" in result.stdout
     (final,) = (out / "checkpoints").glob("step_*")
     step = json.loads((final / "state.json").read_text())["step"]
