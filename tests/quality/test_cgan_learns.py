@@ -10,7 +10,6 @@ mode-collapsed generator scores about 0.25 (chance), a conditional one close to 
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -82,7 +81,6 @@ def train_cgan(data: Path, run_dir: Path, seed: int, steps: int = STEPS) -> Path
         name="cgan_learns",
     )
     threads = torch.get_num_threads()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}  # train() installs its own
     # Tiny convolutions run fastest on one thread; with 2 cores shared with other processes, OpenMP's
     # spinning threads made each step ~30x slower in measurements.
     torch.set_num_threads(1)
@@ -90,8 +88,6 @@ def train_cgan(data: Path, run_dir: Path, seed: int, steps: int = STEPS) -> Path
         train(prepare(cfg, run_dir, None), run_dir)
     finally:  # leave this pytest process as it was
         torch.set_num_threads(threads)
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
         AcceleratorState._reset_state(True)  # the singleton would leak this run's settings into later tests
     return run_dir / "generator"
 

@@ -12,7 +12,6 @@ paper) is compared with the target on the held-out pairs by mean L1 (images in [
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,6 @@ def train_pix2pix(data: Path, run_dir: Path, seed: int) -> Path:
     ]
     cfg = load_config(str(TEST_CONFIGS / "tiny_pix2pix.yaml"), overrides)  # ngf = ndf = 8
     threads = torch.get_num_threads()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}  # train() installs its own
     # Tiny convolutions run fastest on one thread; on 2 cores shared with other processes OpenMP's
     # spinning threads made steps many times slower in measurements.
     torch.set_num_threads(1)
@@ -70,8 +68,6 @@ def train_pix2pix(data: Path, run_dir: Path, seed: int) -> Path:
     finally:
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(True)  # the singleton would leak this run's settings into later tests
-        for sig, handler in handlers.items():  # else pytest would only note a SIGTERM, not stop
-            signal.signal(sig, handler)
     return run_dir / "generator"
 
 

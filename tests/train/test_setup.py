@@ -27,3 +27,18 @@ def test_sync_bn_on_cpu_with_several_processes_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="train.sync_bn: SyncBatchNorm needs CUDA GPUs"):
         check_runtime(cfg)
+
+
+def test_stop_signals_record_the_first_and_restore_the_previous_handlers() -> None:
+    import os
+    import signal
+
+    from distgan.train.loop import StopSignals
+
+    before = {sig: signal.getsignal(sig) for sig in StopSignals.SIGNALS}
+    signals = StopSignals()
+    os.kill(os.getpid(), signal.SIGTERM)  # handled: only noted, the process goes on
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert signals.received == "SIGTERM"  # the first one; job scripts repeat their request as SIGUSR1
+    signals.restore()
+    assert {sig: signal.getsignal(sig) for sig in StopSignals.SIGNALS} == before
