@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from distgan.config import REPO_ROOT, dump_config, load_config  # noqa: E402
 from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, DistganError, PeerFailed  # noqa: E402
+from distgan.train.signals import StopSignals  # noqa: E402  (imports nothing heavy)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signals = StopSignals()  # first: a preemption during start-up (imports, data, models) must not kill us
     args = parse_args(argv)
     try:
         from distgan.train.loop import describe, prepare, train
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(cfg), end="")
             print("# derived:", json.dumps(describe(prepared, world_size), indent=2))
             return 0
-        result = train(prepared, run_dir)
+        result = train(prepared, run_dir, signals)
     except DistganError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_status

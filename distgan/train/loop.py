@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from distgan.train.setup import (
     resolve_mixed_precision,
     wrap_models,
 )
+from distgan.train.signals import StopSignals
 from distgan.train.step import Nets, Phase, run_phase
 
 
@@ -163,30 +163,12 @@ def _adam(module: torch.nn.Module, lr: float, betas: tuple[float, ...]) -> torch
         return torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
 
 
-class StopSignals:
-    """Remembers SIGTERM / SIGUSR1 (what SLURM sends before preemption or the time limit).
+def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dict[str, Any]:
+    """Run training to `train.max_steps` (or the time budget); returns where outputs were written.
 
-    The handler only sets a flag; the loop acts on it at the next control check, where all ranks agree
-    (one of them may have been signalled alone) to finish the step, checkpoint and exit with status 3.
+    `signals`: stop-signal handlers installed earlier (launch/train.py installs them first thing, so a
+    signal during start-up is not fatal); by default they are installed here.
     """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = self.received or signal.Signals(signum).name  # the first: job scripts repeat as SIGUSR1
-
-    def restore(self) -> None:
-        """Put back the handlers found before training (train() may run inside a longer program)."""
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
-    """Run training to `train.max_steps` (or the time budget); returns where outputs were written."""
     cfg = p.cfg
     mode = wandb_mode(cfg.log.wandb)
     acc = make_accelerator(cfg, str(run_dir), "wandb" if mode != "disabled" else None)
@@ -223,7 +205,8 @@ def train(p: Prepared, run_dir: Path) -> dict[str, Any]:
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     noise_gen = torch.Generator(device=acc.device)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
-    t_start, stop, signals = time.perf_counter(), None, StopSignals()
+    t_start, stop = time.perf_counter(), None
+    signals = signals or StopSignals()
     nonfinite_streak = torch.zeros((), device=acc.device)  # steps in a row with a skipped (non-finite) phase
     bar = tqdm(
         total=cfg.train.max_steps,

@@ -209,3 +209,21 @@ def test_diverging_run_stops_with_status_4(tmp_path: Path, digits: Path) -> None
     assert result.returncode == EXIT_DIVERGED, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: step ") and "3 steps in a row had non-finite" in line and "step_0000000" in line
+
+
+def test_a_signal_during_start_up_is_not_fatal(tmp_path: Path, digits: Path) -> None:
+    """SLURM may preempt while the job is still importing torch or opening data: the handlers come first."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "launch/train.py", "--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
+    cmd += ["train.max_steps=100000", "checkpoint.every=100000", "train.control_every=2", "log.every=100000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # inside the imports, long before the first step
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGUSR1)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_PREEMPTED, stderr[-2000:]
+    assert "stopped by SIGUSR1 at step 2" in stdout
+    assert json.loads((out / "checkpoints" / "step_000000002" / "state.json").read_text())["step"] == 2

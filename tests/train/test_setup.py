@@ -33,7 +33,7 @@ def test_stop_signals_record_the_first_and_restore_the_previous_handlers() -> No
     import os
     import signal
 
-    from distgan.train.loop import StopSignals
+    from distgan.train.signals import StopSignals
 
     before = {sig: signal.getsignal(sig) for sig in StopSignals.SIGNALS}
     signals = StopSignals()
