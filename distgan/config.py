@@ -24,6 +24,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
+def require_at_least_one(obj: Any, section: str, keys: tuple[str, ...]) -> None:
+    """Each of `section.key` must be >= 1 (counts, widths, intervals)."""
+    for key in keys:
+        if getattr(obj, key) < 1:
+            raise ConfigError(f"{section}.{key}: must be >= 1, got {getattr(obj, key)}")
+
+
+def require_power_of_two_size(data: DataConfig, family: str, why: str = "") -> None:
+    """data.image_size must be a power of two >= 16 (convolutional stacks halve it down to 4x4 or 1x1)."""
+    size = data.image_size
+    if size < 16 or size & (size - 1):
+        raise ConfigError(f"data.image_size: {family} needs a power of two >= 16{why}, got {size}")
+
+
 @dataclass
 class DataConfig:
     """Where images come from and how they are shaped."""
@@ -76,9 +90,7 @@ class TrainConfig:
     collective_timeout_s: float = 600.0  # a process waiting longer than this for another one fails
 
     def validate(self) -> None:
-        for key in ("batch_size", "max_steps", "grad_accum", "max_nonfinite", "control_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
+        require_at_least_one(self, "train", ("batch_size", "max_steps", "grad_accum", "max_nonfinite", "control_every"))
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"train.max_seconds: must be > 0 (or null for no limit), got {self.max_seconds}")
         for key in ("lr_g", "lr_d"):
@@ -103,9 +115,7 @@ class LogConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        for key in ("every", "sample_every", "num_samples"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"log.{key}: must be >= 1, got {getattr(self, key)}")
+        require_at_least_one(self, "log", ("every", "sample_every", "num_samples"))
 
 
 @dataclass

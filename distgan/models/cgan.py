@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distgan.config import DataConfig, ModelParams
+from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.errors import ConfigError
 from distgan.family import Batch, Family, Stats, d_probs
 from distgan.losses import d_bce, g_nonsaturating
@@ -32,12 +32,8 @@ class CGANParams(ModelParams):
 
     def validate(self, data: DataConfig) -> None:
         """Positive widths, a DCGAN-compatible image size, and a label column to condition on."""
-        for key in ("z_dim", "ngf", "ndf"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
-        size = data.image_size
-        if size < 16 or size & (size - 1):
-            raise ConfigError(f"data.image_size: cgan needs a power of two >= 16, got {size}")
+        require_at_least_one(self, "model", ("z_dim", "ngf", "ndf"))
+        require_power_of_two_size(data, "cgan")
         if not data.label_column:
             raise ConfigError("data.label_column: cgan is class-conditional; name the dataset's label column")
 

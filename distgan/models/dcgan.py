@@ -8,8 +8,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from distgan.config import DataConfig, ModelParams
-from distgan.errors import ConfigError
+from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.family import Family
 from distgan.registry import register_family
 
@@ -23,12 +22,8 @@ class DCGANParams(ModelParams):
     norm: Literal["batch", "none"] = "batch"  # "none": BN-free variant (e.g. for exact DDP equivalence on CPU)
 
     def validate(self, data: DataConfig) -> None:
-        for key in ("z_dim", "ngf", "ndf"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
-        size = data.image_size
-        if size < 16 or size & (size - 1):
-            raise ConfigError(f"data.image_size: dcgan needs a power of two >= 16, got {size}")
+        require_at_least_one(self, "model", ("z_dim", "ngf", "ndf"))
+        require_power_of_two_size(data, "dcgan")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

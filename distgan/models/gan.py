@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from distgan.config import DataConfig, ModelParams
+from distgan.config import DataConfig, ModelParams, require_at_least_one
 from distgan.errors import ConfigError
 from distgan.family import Family
 from distgan.registry import register_family
@@ -21,9 +21,7 @@ class GANParams(ModelParams):
     dropout: float = 0.3  # in D, as in the seed
 
     def validate(self, data: DataConfig) -> None:
-        for key in ("z_dim", "hidden", "depth"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        require_at_least_one(self, "model", ("z_dim", "hidden", "depth"))
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
 

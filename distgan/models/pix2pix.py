@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distgan.config import DataConfig, ModelParams
+from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.errors import ConfigError, DistganError
 from distgan.family import Batch, Family, Stats, d_probs
 from distgan.losses import d_bce, g_nonsaturating
@@ -44,16 +44,13 @@ class Pix2PixParams(ModelParams):
     norm: Literal["batch", "instance", "none"] = "batch"  # batch: the paper's (batch 1 ~ instance norm)
 
     def validate(self, data: DataConfig) -> None:
-        for key in ("ngf", "ndf", "d_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        require_at_least_one(self, "model", ("ngf", "ndf", "d_layers"))
         if not self.l1_weight >= 0:
             raise ConfigError(f"model.l1_weight: must be >= 0, got {self.l1_weight}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        require_power_of_two_size(data, "pix2pix", " (U-Net depth)")
         size = data.image_size
-        if size < 16 or size & (size - 1):
-            raise ConfigError(f"data.image_size: pix2pix needs a power of two >= 16 (U-Net depth), got {size}")
         if size < patch_min_size(self.d_layers):
             raise ConfigError(
                 f"model.d_layers: {self.d_layers} PatchGAN layers need data.image_size >= "

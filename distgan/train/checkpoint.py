@@ -210,7 +210,8 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
         state = load_file(str(file))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise DistganError(f"{file}: cannot read checkpoint weights ({e})") from None
-    missing, unexpected = module.state_dict().keys() - state.keys(), state.keys() - module.state_dict().keys()
+    expected = module.state_dict()
+    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:
         raise DistganError(
             f"{file}: weights do not fit this model (missing {sorted(missing)[:3]}, "
@@ -218,10 +219,10 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
             "was it saved with another model.family or config?"
         )
     for key, tensor in state.items():
-        if module.state_dict()[key].shape != tensor.shape:
+        if expected[key].shape != tensor.shape:
             raise DistganError(
                 f"{file}: '{key}' has shape {tuple(tensor.shape)} but the model expects "
-                f"{tuple(module.state_dict()[key].shape)}; was it saved with another config (ngf/ndf/image_size)?"
+                f"{tuple(expected[key].shape)}; was it saved with another config (ngf/ndf/image_size)?"
             )
     module.load_state_dict(state)
 
