@@ -142,6 +142,20 @@ def _workers(launcher: subprocess.Popen) -> dict[int, psutil.Process]:
     raise AssertionError("training processes not found")
 
 
+def _train_cmd(out: Path, digits: Path, *overrides: str) -> list[str]:
+    """`python launch/train.py` (one process, no launcher: its exit status is distgan's own) on tiny_gan."""
+    return [
+        sys.executable,
+        "launch/train.py",
+        "--config",
+        TINY_GAN,
+        f"data.path={digits}",
+        "--output-dir",
+        str(out),
+        *overrides,
+    ]
+
+
 def _popen_launch(args: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "launch/train.py", *args]
@@ -171,8 +185,9 @@ def test_sigusr1_to_one_rank_stops_all_with_a_checkpoint_then_resume(tmp_path: P
 
 def test_sigterm_single_process_exits_3_after_checkpoint(tmp_path: Path, digits: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "launch/train.py", "--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
-    cmd += ["train.max_steps=100000", "checkpoint.every=2", "train.control_every=2", "log.every=100000"]
+    cmd = _train_cmd(
+        out, digits, "train.max_steps=100000", "checkpoint.every=2", "train.control_every=2", "log.every=100000"
+    )
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(out / "checkpoints" / "latest")
@@ -202,8 +217,7 @@ def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path, digits: Pat
 
 def test_diverging_run_stops_with_status_4(tmp_path: Path, digits: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "launch/train.py", "--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
-    cmd += ["train.max_steps=200", "train.lr_d=1e38", "train.lr_g=1e38", "train.max_nonfinite=3"]
+    cmd = _train_cmd(out, digits, "train.max_steps=200", "train.lr_d=1e38", "train.lr_g=1e38", "train.max_nonfinite=3")
     cmd += ["train.control_every=1", "checkpoint.every=1"]
     result = run(cmd)
     assert result.returncode == EXIT_DIVERGED, result.stderr[-2000:]
@@ -214,8 +228,8 @@ def test_diverging_run_stops_with_status_4(tmp_path: Path, digits: Path) -> None
 def test_a_signal_during_start_up_is_not_fatal(tmp_path: Path, digits: Path) -> None:
     """SLURM may preempt while the job is still importing torch or opening data: the handlers come first."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "launch/train.py", "--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
-    cmd += ["train.max_steps=100000", "checkpoint.every=100000", "train.control_every=2", "log.every=100000"]
+    cmd = _train_cmd(out, digits, "train.max_steps=100000", "checkpoint.every=100000", "train.control_every=2")
+    cmd += ["log.every=100000"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # inside the imports, long before the first step
