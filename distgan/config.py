@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,24 @@ from distgan.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
+
+# Upper bounds far beyond any sensible run, so that a typo fails here rather than as an allocation or overflow later.
+MAX_INT = 2**63 - 1  # any integer key: what torch and numpy hold (int64)
+MAX_IMAGE_SIZE = 1024  # data.image_size; data.load_size may be up to twice that
+MAX_BATCH_SIZE = 65536  # train.batch_size, per process
+MAX_NUM_WORKERS = 64  # data.num_workers, per process
+MAX_NUM_SAMPLES = 1024  # log.num_samples: one grid, generated in one forward pass
+MAX_NUM_CLASSES = 100_000  # data.num_classes
+MAX_SHUFFLE_BUFFER = 1_000_000  # data.shuffle_buffer: decoded examples held in memory per process
+MAX_TIMEOUT_S = 7 * 24 * 3600  # train.collective_timeout_s
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a top-level `name:`: one plain path component
+
+
+def require_in_range(obj: Any, section: str, key: str, low: float, high: float, note: str = "") -> None:
+    """`section.key` must lie in [low, high]; `note` says what the bound is for."""
+    value = getattr(obj, key)
+    if not low <= value <= high:
+        raise ConfigError(f"{section}.{key}: must be in [{low}, {high}]{note}, got {value}")
 
 
 def require_at_least_one(obj: Any, section: str, keys: tuple[str, ...]) -> None:
@@ -59,16 +79,13 @@ class DataConfig:
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("data.path: is empty; set it to a hub dataset id or a local folder/parquet file")
-        if self.image_size < 4:
-            raise ConfigError(f"data.image_size: must be >= 4, got {self.image_size}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ConfigError(f"data.num_classes: must be >= 1, got {self.num_classes}")
-        if self.load_size is not None and self.load_size < self.image_size:
-            raise ConfigError(f"data.load_size: must be >= data.image_size ({self.image_size}), got {self.load_size}")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"data.shuffle_buffer: must be >= 0, got {self.shuffle_buffer}")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+        require_in_range(self, "data", "image_size", 4, MAX_IMAGE_SIZE)
+        if self.num_classes is not None:
+            require_in_range(self, "data", "num_classes", 1, MAX_NUM_CLASSES)
+        if self.load_size is not None:
+            require_in_range(self, "data", "load_size", self.image_size, 2 * MAX_IMAGE_SIZE, " (>= data.image_size)")
+        require_in_range(self, "data", "shuffle_buffer", 0, MAX_SHUFFLE_BUFFER, " (0: no shuffling)")
+        require_in_range(self, "data", "num_workers", 0, MAX_NUM_WORKERS)
 
 
 @dataclass
@@ -90,14 +107,15 @@ class TrainConfig:
     collective_timeout_s: float = 600.0  # a process waiting longer than this for another one fails
 
     def validate(self) -> None:
-        require_at_least_one(self, "train", ("batch_size", "max_steps", "grad_accum", "max_nonfinite", "control_every"))
-        if self.max_seconds is not None and self.max_seconds <= 0:
+        require_at_least_one(self, "train", ("max_steps", "grad_accum", "max_nonfinite", "control_every"))
+        require_in_range(self, "train", "batch_size", 1, MAX_BATCH_SIZE, " (per process)")
+        require_in_range(self, "train", "seed", 0, 2**32 - 1)  # what numpy's and torch's seeding accept
+        if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"train.max_seconds: must be > 0 (or null for no limit), got {self.max_seconds}")
         for key in ("lr_g", "lr_d"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"train.{key}: must be > 0, got {getattr(self, key)}")
-        if self.collective_timeout_s <= 0:
-            raise ConfigError(f"train.collective_timeout_s: must be > 0, got {self.collective_timeout_s}")
+            if not 0 < getattr(self, key) <= 1:
+                raise ConfigError(f"train.{key}: must be in (0, 1], got {getattr(self, key)}")
+        require_in_range(self, "train", "collective_timeout_s", 1, MAX_TIMEOUT_S, " seconds")
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 
@@ -115,7 +133,8 @@ class LogConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        require_at_least_one(self, "log", ("every", "sample_every", "num_samples"))
+        require_at_least_one(self, "log", ("every", "sample_every"))
+        require_in_range(self, "log", "num_samples", 1, MAX_NUM_SAMPLES)
 
 
 @dataclass
@@ -190,14 +209,20 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a text file; give a YAML config") from None
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot be read ({e.strerror})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping of sections (model, data, train, log, checkpoint)")
+    in_file = set(map(str, raw))
     overridden = apply_overrides(raw, overrides)
     try:
         return build_config(raw, name=path.stem)
     except ConfigError as e:
-        key = str(e).split(":", 1)[0]
-        where = "command-line override" if key in overridden else str(path)
+        key = str(e).split(":", 1)[0].split("[", 1)[0]  # train.betas[0] -> train.betas
+        from_command_line = key in overridden or (key not in in_file and key in {k.split(".")[0] for k in overridden})
+        where = "command-line override" if from_command_line else str(path)
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -211,10 +236,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"override '{item}': key must be section.key, e.g. train.batch_size")
-        section = raw.setdefault(parts[0], {})
-        if not isinstance(section, dict):
+        if raw.get(parts[0]) is None:  # absent, or an empty `train:` in the file
+            raw[parts[0]] = {}
+        if not isinstance(raw[parts[0]], dict):
             raise ConfigError(f"override '{item}': '{parts[0]}' is not a section")
-        section[parts[1]] = yaml.safe_load(value) if value.strip() else None
+        try:
+            raw[parts[0]][parts[1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise ConfigError(
+                f"override '{item}': the value is not valid YAML ({first}); e.g. train.betas=[0.5,0.999], "
+                "and quote a string that contains YAML syntax"
+            ) from None
         keys.add(key.strip())
     return keys
 
@@ -224,10 +257,16 @@ def build_config(raw: dict[str, Any], name: str = "run") -> Config:
     from distgan.registry import get_family  # registry imports config; import here to avoid a cycle
 
     sections = dict(raw)
-    name = str(sections.pop("name", name))  # present in a saved run's config.yaml
+    if "name" in sections:  # present in a saved run's config.yaml; the default run directory is runs/<name>
+        name = sections.pop("name")
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(
+                f"name: must be a plain name (letters, digits, '-', '_', '.'; no path), got {name!r}; "
+                "choose the run directory with --output-dir"
+            )
     for key in sections:
         if key not in (*SECTIONS, "model"):
-            raise ConfigError(_unknown(key, [*SECTIONS, "model"], "section"))
+            raise ConfigError(_unknown(str(key), [*SECTIONS, "model"], "section"))
     model_raw = sections.get("model") or {}
     if not isinstance(model_raw, dict) or "family" not in model_raw:
         raise ConfigError("model.family: missing; name a registered family (e.g. gan, dcgan)")
@@ -285,16 +324,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{key}: {value} is out of range (at most {MAX_INT})")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # nan slips through every comparison; inf is never a sensible setting
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

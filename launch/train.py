@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from distgan.config import REPO_ROOT, dump_config, load_config  # noqa: E402
-from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, DistganError, PeerFailed  # noqa: E402
+from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, ConfigError, DistganError, PeerFailed  # noqa: E402
 from distgan.train.signals import StopSignals  # noqa: E402  (imports nothing heavy)
 
 
@@ -35,15 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     signals = StopSignals()  # first: a preemption during start-up (imports, data, models) must not kill us
     args = parse_args(argv)
     try:
-        from distgan.train.loop import describe, prepare, train
+        from distgan.logging.trackers import check_wandb
 
         cfg = load_config(args.config, args.overrides)
+        check_wandb(cfg.log.wandb)
+        from distgan.train.loop import prepare, train  # after the config checks: a typo is reported without delay
+
         run_dir = Path(args.output_dir) if args.output_dir else REPO_ROOT / "runs" / cfg.name
         world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
         prepared = prepare(cfg, run_dir, args.resume, world_size)
+        derived = describe_unallocated(prepared, world_size)
         if args.dry_run:
             print(dump_config(cfg), end="")
-            print("# derived:", json.dumps(describe(prepared, world_size), indent=2))
+            print("# derived:", json.dumps(derived, indent=2))
             return 0
         result = train(prepared, run_dir, signals)
     except DistganError as e:
@@ -55,6 +59,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {PeerFailed.describe(e)}", file=sys.stderr)
         return EXIT_PEER_FAILED
     return EXIT_PREEMPTED if result["stopped_by"] not in (None, "time") else 0
+
+
+MAX_PARAMS = 10**10  # G + D: fp32 weights, grads and Adam state are 160 GB per process, more than any device holds
+
+
+def describe_unallocated(prepared, world_size: int) -> dict:
+    """The derived numbers, with the networks built on the meta device (counted, never allocated).
+
+    Refuses networks too large to train, before anything is allocated or any process group started.
+    """
+    import torch
+
+    from distgan.train.loop import describe
+
+    try:
+        with torch.device("meta"):
+            derived = describe(prepared, world_size)
+    except RuntimeError as e:  # sizes beyond int64: "Storage size calculation overflowed", "Overflow when unpacking"
+        if "overflow" not in str(e).lower():
+            raise
+        raise ConfigError(
+            f"model: the networks' sizes overflow ({str(e).splitlines()[0][:120]}); lower the model.* "
+            "widths or data.image_size"
+        ) from None
+    total = derived["params_G"] + derived["params_D"]
+    if total > MAX_PARAMS:
+        raise ConfigError(
+            f"model: G and D have {total:.3g} parameters together (at most {MAX_PARAMS:.0e} can be trained); "
+            "lower the model.* widths or data.image_size"
+        )
+    return derived
 
 
 def is_peer_failure(e: BaseException) -> bool:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -71,7 +72,12 @@ def wrap_models(accelerator: Accelerator, cfg: Config, G: nn.Module, D: nn.Modul
     if cfg.train.sync_bn and accelerator.num_processes > 1:
         G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
         D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
-    return accelerator.prepare(G, D)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecated DDP's broadcast_buffers for forward_sync_buffers, but Accelerate 1.15's
+        # DistributedDataParallelKwargs cannot pass the new option; broadcast_buffers=False still does what we
+        # want (no buffer broadcast in forward), so only this deprecation notice is silenced, only here.
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        return accelerator.prepare(G, D)
 
 
 @dataclass
