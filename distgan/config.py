@@ -34,6 +34,7 @@ MAX_NUM_SAMPLES = 1024  # log.num_samples: one grid, generated in one forward pa
 MAX_NUM_CLASSES = 100_000  # data.num_classes
 MAX_SHUFFLE_BUFFER = 1_000_000  # data.shuffle_buffer: decoded examples held in memory per process
 MAX_TIMEOUT_S = 7 * 24 * 3600  # train.collective_timeout_s
+MAX_PARAMS = 10**10  # G + D: fp32 weights, grads and Adam state are 160 GB per process, more than any device holds
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a top-level `name:`: one plain path component
 
 
@@ -135,6 +136,10 @@ class LogConfig:
     def validate(self) -> None:
         require_at_least_one(self, "log", ("every", "sample_every"))
         require_in_range(self, "log", "num_samples", 1, MAX_NUM_SAMPLES)
+        if not self.project or len(self.project) > 128 or any(c in self.project for c in "/\\#?%:"):
+            raise ConfigError(  # W&B refuses these only after the models are built
+                f"log.project: a W&B project name is 1 to 128 characters without / \\ # ? % :, got {self.project!r}"
+            )
 
 
 @dataclass

@@ -14,13 +14,11 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from distgan.config import MAX_IMAGE_SIZE, MAX_NUM_CLASSES, DataConfig, ModelParams, _build
+from distgan.config import MAX_IMAGE_SIZE, MAX_NUM_CLASSES, MAX_PARAMS, DataConfig, ModelParams, _build
 from distgan.errors import ConfigError, DistganError
 from distgan.family import DataSpec, Family
 from distgan.registry import get_family
 from distgan.train.checkpoint import load_weights
-
-MAX_PARAMS = 10**10  # a generator beyond this cannot be what config.json claims to describe
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[Family, nn.Module]:

@@ -63,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             translate_folder(family, G, args)
         else:
             draw(family, G, args)
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         print(f"error: --batch {args.batch}: out of memory on {args.device}; lower --batch", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):  # the CPU allocator's out-of-memory error
+            raise
+        print(f"error: --batch {args.batch}: out of memory on {args.device}; lower --batch", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # the PNGs already written are complete (each is written, then renamed)
+        print(f"error: interrupted; the images written to {args.out} so far are complete", file=sys.stderr)
+        return 130
     except DistganError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_status

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from distgan.config import REPO_ROOT, dump_config, load_config  # noqa: E402
+from distgan.config import MAX_PARAMS, REPO_ROOT, dump_config, load_config  # noqa: E402
 from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, ConfigError, DistganError, PeerFailed  # noqa: E402
 from distgan.train.signals import StopSignals  # noqa: E402  (imports nothing heavy)
 
@@ -59,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {PeerFailed.describe(e)}", file=sys.stderr)
         return EXIT_PEER_FAILED
     return EXIT_PREEMPTED if result["stopped_by"] not in (None, "time") else 0
-
-
-MAX_PARAMS = 10**10  # G + D: fp32 weights, grads and Adam state are 160 GB per process, more than any device holds
 
 
 def describe_unallocated(prepared, world_size: int) -> dict:

@@ -136,6 +136,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ("log.num_samples=100000", "log.num_samples: must be in [1, 1024]"),
         ("model.z_dim=100000000000000000000000", "model.z_dim: 100000000000000000000000 is out of range"),
         ("checkpoint.keep=-1", "checkpoint.keep: must be >= 1"),
+        ("log.project=team/gan", "log.project: a W&B project name is 1 to 128 characters without /"),
     ],
 )
 def test_non_finite_and_absurd_numbers(override: str, expected: str) -> None:
