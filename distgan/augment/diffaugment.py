@@ -34,7 +34,7 @@ Params = dict[str, Tensor]  # each (N, ...) with one row per sample
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-    """"color,translation,cutout" -> ("color", "translation", "cutout"); "" -> (); unknown names: ConfigError."""
+    """The policy names of e.g. "color,translation,cutout" ("" -> none); an unknown name is a ConfigError."""
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     for name in names:
         if name not in POLICIES:

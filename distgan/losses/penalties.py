@@ -65,9 +65,7 @@ def interpolate(real: Tensor, fake: Tensor, alpha: Tensor) -> Tensor:
     return a * real.detach() + (1 - a) * fake.detach()
 
 
-def gradient_penalty(
-    critic: Critic, real: Tensor, fake: Tensor, alpha: Tensor, scale: Tensor | None = None
-) -> Tensor:
+def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, alpha: Tensor, scale: Tensor | None = None) -> Tensor:
     """WGAN-GP: E (||grad D(x_hat)||_2 - 1)^2 at x_hat = alpha * real + (1 - alpha) * fake, in fp32.
 
     Multiply by lambda (10 in the paper). `alpha` (B,) comes from the caller so that it can be keyed like the

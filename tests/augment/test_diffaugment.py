@@ -28,7 +28,9 @@ def test_translation_shifts_by_the_drawn_offsets_and_zero_fills() -> None:
     params = {"shift_h": torch.tensor([2, -1]), "shift_w": torch.tensor([-2, 0])}
     out = apply(x, ["translation"], params)
     assert out[0, 0, 6, 10] == 1 and out[1, 0, 9, 8] == 1 and out.sum() == 2  # out[i, j] = x[i + dh, j + dw]
-    full = apply(torch.ones(1, 1, 16, 16), ["translation"], {"shift_h": torch.tensor([2]), "shift_w": torch.tensor([0])})
+    full = apply(
+        torch.ones(1, 1, 16, 16), ["translation"], {"shift_h": torch.tensor([2]), "shift_w": torch.tensor([0])}
+    )
     assert full[0, 0, -2:].eq(0).all() and full[0, 0, :-2].eq(1).all()  # what comes in from outside is zero
     drawn = sample_params(["translation"], 1000, (16, 16), _gen(), "cpu")
     assert drawn["shift_h"].min() == -2 and drawn["shift_h"].max() == 2  # up to 1/8 of the side
