@@ -19,6 +19,7 @@ sliced per micro-batch, like the trainer's noise, so that ranks and accumulation
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distgan.augment import parse_policy, sample_params, slice_params
+from distgan.augment import apply, parse_policy, sample_params, slice_params
 from distgan.errors import ConfigError
 from distgan.losses.adversarial import get_adversarial
 from distgan.losses.penalties import Critic, gradient_penalty, r1_penalty
@@ -84,6 +85,28 @@ def draw(
 def slice_draws(draws: Draws, start: int, stop: int) -> Draws:
     """The draws of global samples start..stop-1 (micro-batch i on rank r: start = (i * world + r) * B)."""
     return {k: slice_params(v, start, stop) if isinstance(v, dict) else v[start:stop] for k, v in draws.items()}
+
+
+@dataclass
+class PhaseContext:
+    """What the trainer hands a phase beside (G, D, batch, z): the recipe, this micro-batch's draws, whether
+    this D step carries R1, and the fp16 loss scale (a device tensor) or None."""
+
+    recipe: Recipe
+    draws: Draws
+    r1_step: bool = False
+    scale: Tensor | None = None
+
+    def augment(self, which: str) -> Augment:
+        """The augmentation of D's "real" or "fake" inputs (the identity without a policy)."""
+        params = self.draws.get(f"aug_{which}")
+        if params is None:
+            return _identity
+        return functools.partial(apply, policy=self.recipe.policy, params=params)
+
+
+def _identity(x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    return x
 
 
 def d_objective(

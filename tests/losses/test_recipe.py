@@ -11,7 +11,7 @@ from torch import nn
 from distgan.augment import apply
 from distgan.errors import ConfigError
 from distgan.losses import d_hinge, g_hinge, gradient_penalty, r1_penalty
-from distgan.losses.recipe import Recipe, d_objective, draw, g_objective, slice_draws
+from distgan.losses.recipe import PhaseContext, Recipe, d_objective, draw, g_objective, slice_draws
 
 
 def _d() -> nn.Module:
@@ -48,6 +48,9 @@ def test_draws_are_keyed_and_slice_per_global_sample() -> None:
     aug = functools.partial(apply, policy=recipe.policy, params=whole["aug_real"])
     part_aug = functools.partial(apply, policy=recipe.policy, params=part["aug_real"])
     assert torch.equal(part_aug(x[2:4]), aug(x)[2:4])
+    ctx = PhaseContext(recipe, part)
+    assert torch.equal(ctx.augment("real")(x[2:4]), part_aug(x[2:4]))
+    assert PhaseContext(Recipe(), {}).augment("fake")(x) is x  # no policy: the identity
 
 
 def test_bad_values_are_config_errors_naming_the_key() -> None:
