@@ -65,13 +65,12 @@ def test_d_with_spectral_norm_supports_r1() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
 
 
-def test_trains_through_the_entry_point_and_exports_a_plain_generator(tmp_path: Path, digits: Path) -> None:
+def test_two_process_run_through_the_entry_point_exports_a_generator(tmp_path: Path, digits: Path) -> None:
     out = tmp_path / "run"
-    result = launch_train(
-        ["--config", str(TEST_CONFIGS / "tiny_sngan.yaml"), "--output-dir", str(out), f"data.path={digits}"]
-    )
+    args = ["--config", str(TEST_CONFIGS / "tiny_sngan.yaml"), "--output-dir", str(out), f"data.path={digits}"]
+    result = launch_train(args, nproc=2)
     assert_ok(result)
-    assert "(sngan) on 1 x cpu" in result.stdout
+    assert "(sngan) on 2 x cpu" in result.stdout and '"global_batch": 16' in result.stdout
     meta = json.loads((out / "generator" / "config.json").read_text())
     assert meta["family"] == "sngan" and meta["step"] == 4
     family, G = load_generator(out / "generator")
