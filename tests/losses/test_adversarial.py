@@ -1,10 +1,22 @@
-"""The GAN loss math on logits equals the seed's BCE on probabilities, and stays finite where that fails."""
+"""The adversarial losses: BCE equals the seed's BCE on probabilities; hinge, wgan, lsgan equal hand-computed values."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from distgan.losses import d_bce, g_nonsaturating
+from distgan.errors import ConfigError
+from distgan.losses import (
+    ADVERSARIAL,
+    d_bce,
+    d_hinge,
+    d_lsgan,
+    d_wgan,
+    g_hinge,
+    g_lsgan,
+    g_nonsaturating,
+    get_adversarial,
+)
 
 
 def test_d_loss_is_bce_on_probabilities() -> None:
@@ -31,3 +43,31 @@ def test_losses_are_finite_for_extreme_logits_under_autocast() -> None:
     real, fake = torch.tensor([80.0, -80.0]), torch.tensor([80.0, -80.0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(d_bce(real, fake)) and torch.isfinite(g_nonsaturating(fake))
+
+
+def test_hinge_wgan_lsgan_against_hand_computed_values() -> None:
+    real = torch.tensor([2.0, 0.5, -1.0])  # hinge: relu(1 - r) = 0, 0.5, 2
+    fake = torch.tensor([-2.0, 0.0, 1.5])  # hinge: relu(1 + f) = 0, 1, 2.5
+    assert torch.allclose(d_hinge(real, fake), torch.tensor(2.5 / 3 + 3.5 / 3))
+    assert torch.allclose(g_hinge(fake), torch.tensor(0.5 / 3))  # -mean(fake), mean(fake) = -0.5 / 3
+    assert torch.allclose(d_wgan(real, fake), torch.tensor(-0.5 / 3 - 1.5 / 3))
+    # lsgan: mean (r - 1)^2 = (1 + 0.25 + 4) / 3; mean f^2 = (4 + 0 + 2.25) / 3; G: mean (f - 1)^2 = (9 + 1 + 0.25) / 3
+    assert torch.allclose(d_lsgan(real, fake), torch.tensor(5.25 / 3 + 6.25 / 3))
+    assert torch.allclose(g_lsgan(fake), torch.tensor(10.25 / 3))
+
+
+def test_every_loss_averages_patch_logits_and_is_fp32_under_autocast() -> None:
+    real, fake = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)  # PatchGAN-shaped logits
+    for name, (d_fn, g_fn) in ADVERSARIAL.items():
+        flat = d_fn(real.flatten(), fake.flatten())
+        assert torch.allclose(d_fn(real, fake), flat, atol=1e-6), name
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            d, g = d_fn(real.bfloat16(), fake.bfloat16()), g_fn(fake.bfloat16())
+        assert d.dtype == g.dtype == torch.float32, name
+
+
+def test_bce_is_the_registered_default_pair_and_unknown_names_are_config_errors() -> None:
+    assert get_adversarial("bce") == (d_bce, g_nonsaturating)
+    assert set(ADVERSARIAL) == {"bce", "hinge", "wgan", "lsgan"}
+    with pytest.raises(ConfigError, match=r"^loss.adversarial: unknown loss 'hing' \(choose one of bce, hinge"):
+        get_adversarial("hing")

@@ -1,0 +1,158 @@
+"""A training recipe: what D's and G's phases compute beyond the networks (`loss:` and `augment:` config).
+
+A family binds its condition into a *critic* (D as a function of the images alone: D(x), D(x, label),
+D(source, x)), with the augmentation applied to everything D sees; these functions then add the chosen
+adversarial loss, the penalties and their weights, the same for every family:
+
+    D loss = adversarial_D(critic(real), critic(fake))
+             + [on R1 steps] r1_gamma / 2 * r1_every * E ||grad_x critic(x)||^2     (lazy R1, StyleGAN2)
+             + gp_lambda * E (||grad critic(x_hat)|| - 1)^2                         (WGAN-GP)
+    G loss = adversarial_G(critic(G(z)))
+
+R1 reuses the real forward (stylegan2-ada's "Dboth"), so a D step with R1 is one D pass on real and one
+on fake images plus the double backward, and one backward: its gradients are all-reduced once.
+
+The random parts (DiffAugment parameters for the real and the fake images, GP's interpolation weights) are
+drawn for the whole global batch from a generator seeded by a key such as (seed, step, phase, d_step) and
+sliced per micro-batch, like the trainer's noise, so that ranks and accumulation see the same draws.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distgan.augment import apply, parse_policy, sample_params, slice_params
+from distgan.errors import ConfigError
+from distgan.losses.adversarial import get_adversarial
+from distgan.losses.penalties import Critic, gradient_penalty, r1_penalty
+
+Augment = Callable[[Tensor | list[Tensor]], Tensor | list[Tensor]]  # what a family's critic applies to D's inputs
+Draws = dict[str, Tensor | dict[str, Tensor]]  # "alpha": (N,); "aug_real", "aug_fake": DiffAugment parameters
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The resolved `loss.*` and `augment.diffaugment` keys."""
+
+    adversarial: str = "bce"
+    r1_gamma: float = 0.0  # 0: off
+    r1_every: int = 1  # lazy R1: every k-th D step, scaled by k
+    gp_lambda: float = 0.0  # 0: off
+    diffaugment: str = ""  # "" or e.g. "color,translation,cutout"
+
+    def validate(self) -> None:
+        """Every problem is a ConfigError naming its key."""
+        get_adversarial(self.adversarial)
+        parse_policy(self.diffaugment)
+        for key in ("r1_gamma", "gp_lambda"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"loss.{key}: must be >= 0 (0 turns it off), got {getattr(self, key)}")
+        if self.r1_every < 1:
+            raise ConfigError(f"loss.r1_every: must be >= 1, got {self.r1_every}")
+
+    @property
+    def policy(self) -> tuple[str, ...]:
+        return parse_policy(self.diffaugment)
+
+    def is_r1_step(self, d_step: int) -> bool:
+        """Whether D step number `d_step` (0, 1, ... counted over the whole run) carries the R1 term."""
+        return self.r1_gamma > 0 and d_step % self.r1_every == 0
+
+
+def draw(
+    recipe: Recipe, gen: torch.Generator, key: tuple[int, ...], n: int, size: tuple[int, int], device: torch.device
+) -> Draws:
+    """The recipe's random draws for a global batch of n, from `gen` seeded by `key` (a D or G phase of a step).
+
+    Fixed order: real augmentation, fake augmentation, GP weights; what is off is not drawn.
+    """
+    gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+    out: Draws = {}
+    if recipe.policy:
+        out["aug_real"] = sample_params(recipe.policy, n, size, gen, device)
+        out["aug_fake"] = sample_params(recipe.policy, n, size, gen, device)
+    if recipe.gp_lambda > 0:
+        out["alpha"] = torch.rand(n, generator=gen, device=device)
+    return out
+
+
+def slice_draws(draws: Draws, start: int, stop: int) -> Draws:
+    """The draws of global samples start..stop-1 (micro-batch i on rank r: start = (i * world + r) * B)."""
+    return {k: slice_params(v, start, stop) if isinstance(v, dict) else v[start:stop] for k, v in draws.items()}
+
+
+@dataclass
+class PhaseContext:
+    """What the trainer hands a phase beside (G, D, batch, z): the recipe, this micro-batch's draws, whether
+    this D step carries R1, and the fp16 loss scale (a device tensor) or None."""
+
+    recipe: Recipe
+    draws: Draws
+    r1_step: bool = False
+    scale: Tensor | None = None
+
+    def augment(self, which: str) -> Augment:
+        """The augmentation of D's "real" or "fake" inputs (the identity without a policy)."""
+        params = self.draws.get(f"aug_{which}")
+        if params is None:
+            return _identity
+        return functools.partial(apply, policy=self.recipe.policy, params=params)
+
+
+def _identity(x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    return x
+
+
+def d_objective(
+    recipe: Recipe,
+    critic_real: Critic,
+    critic_fake: Critic,
+    real: Tensor,
+    fake: Tensor,
+    draws: Draws,
+    r1_step: bool = False,
+    scale: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """D's loss and stats. `critic_real` / `critic_fake` are D with the condition bound and the real / fake
+    augmentation applied (GP's interpolates take the fake one); `scale`: the fp16 loss scale, or None."""
+    d_loss, _ = get_adversarial(recipe.adversarial)
+    if r1_step:
+        r1, real_logits = r1_penalty(critic_real, real, scale)
+    else:
+        real_logits = critic_real(real)
+    fake_logits = critic_fake(fake.detach())
+    loss = d_loss(real_logits, fake_logits)
+    stats = {"loss_d_adv": loss.detach(), **logit_stats(real_logits, fake_logits)}
+    if r1_step:
+        loss = loss + (recipe.r1_gamma / 2 * recipe.r1_every) * r1
+        stats["r1"] = r1.detach()
+    if recipe.gp_lambda > 0:
+        gp = gradient_penalty(critic_fake, real, fake, draws["alpha"], scale)
+        loss = loss + recipe.gp_lambda * gp
+        stats["gp"] = gp.detach()
+    stats["loss_d"] = loss.detach()
+    return loss, stats
+
+
+def g_objective(recipe: Recipe, critic_fake: Critic, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """G's adversarial loss (a family adds its own terms, e.g. pix2pix's L1) and stats."""
+    _, g_loss = get_adversarial(recipe.adversarial)
+    loss = g_loss(critic_fake(fake))
+    return loss, {"loss_g": loss.detach()}
+
+
+def logit_stats(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """Mean D logits on real and fake (every loss), and D(x), D(G(z)) as probabilities (meaningful for bce)."""
+    real, fake = real_logits.detach().float(), fake_logits.detach().float()
+    return {
+        "logit_real": real.mean(),
+        "logit_fake": fake.mean(),
+        "d_real": torch.sigmoid(real).mean(),
+        "d_fake": torch.sigmoid(fake).mean(),
+    }
