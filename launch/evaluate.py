@@ -71,8 +71,6 @@ def settings_from(args: argparse.Namespace):
 
 def check_inputs(args: argparse.Namespace, settings) -> None:
     """Everything checkable before a process group or a network is built."""
-    from distgan.metrics import check_extractor
-
     folders = args.real is not None or args.fake is not None
     if folders:
         if args.real is None or args.fake is None or args.generator:
@@ -87,6 +85,8 @@ def check_inputs(args: argparse.Namespace, settings) -> None:
         raise DistganError("give --generator DIR --data PATH, or --real DIR --fake DIR")
     elif not (Path(args.generator) / "config.json").is_file():
         raise DistganError(f"--generator {args.generator}: expected model.safetensors and config.json")
+    from distgan.metrics.features import check_extractor  # imports torch: after the cheap checks
+
     check_extractor(settings.features, settings.inception_weights)
 
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, settings) -> tuple[dict[str, float], dict]:
     from accelerate import Accelerator
 
     from distgan.config import DataConfig
-    from distgan.metrics import Evaluator
+    from distgan.metrics.evaluator import Evaluator
     from distgan.train.setup import has_gpu
 
     accelerator = Accelerator(cpu=not has_gpu())
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace, settings) -> tuple[dict[str, float], dict]:
             num_workers=0,
         )
         evaluator = Evaluator(settings, family, data, accelerator, log)
-        evaluator.get_reference()  # timed apart from generation: cached after the first run
+        if "source" not in family.columns:  # image-to-image: the targets of the translated rows are the reference
+            evaluator.get_reference()  # timed apart from generation: cached after the first run
         values = evaluator.evaluate(G)
     ext = evaluator.get_extractor()
     info = {

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, help="default: from the label column's ClassLabel")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--feature-dim", type=int, default=64)
     parser.add_argument("--test-fraction", type=float, default=0.1)

@@ -41,7 +41,7 @@ class ClassifierConfig:
 
 
 class SmallCNN(nn.Module):
-    """(B, C, S, S) in [-1, 1] -> conv blocks (conv-BN-ReLU, pool) down to <= 4x4 -> avg -> features -> logits."""
+    """(B, C, S, S) in [-1, 1] -> conv blocks (conv-BN-ReLU, pool) -> 4x4 map -> features -> logits."""
 
     def __init__(self, cfg: ClassifierConfig) -> None:
         super().__init__()
@@ -51,13 +51,13 @@ class SmallCNN(nn.Module):
             blocks += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
             blocks.append(nn.MaxPool2d(2))
             c_in, width = width, width * 2
-        self.body = nn.Sequential(*blocks)
-        self.embed = nn.Sequential(nn.Linear(c_in, cfg.feature_dim), nn.ReLU(True))
+        self.body = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(4), nn.Flatten())  # keep the 4x4 layout
+        self.embed = nn.Sequential(nn.Linear(c_in * 16, cfg.feature_dim), nn.ReLU(True))
         self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (B, feature_dim)."""
-        return self.embed(self.body(x).mean(dim=(2, 3)))
+        return self.embed(self.body(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -148,7 +148,7 @@ def train_classifier(
     cfg: ClassifierConfig,
     steps: int,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    lr: float = 5e-3,
     seed: int = 0,
     log: Any = print,
 ) -> SmallCNN:

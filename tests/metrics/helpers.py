@@ -71,3 +71,18 @@ def export_tiny_generator(out: Path, family: str = "dcgan", size: int = 16, seed
     torch.manual_seed(seed)
     export_generator(fam.build_generator(), {"family": family, "params": asdict(p), "spec": fam.spec.to_dict()}, out)
     return out
+
+
+def tiny_classifier(tmp_path_factory, digits: Path, size: int = 16) -> Path:
+    """A classifier trained on the demo digits by scripts/train_classifier.py, once per test session."""
+    import sys
+
+    from tests.conftest import assert_ok, run
+
+    out = tmp_path_factory.getbasetemp() / f"classifier{size}"
+    if not (out / "config.json").is_file():
+        cmd = [sys.executable, "scripts/train_classifier.py", "--data", str(digits), "--out", str(out)]
+        result = run(cmd + ["--image-size", str(size), "--channels", "1", "--steps", "120", "--batch", "32"])
+        assert_ok(result)
+        assert "held-out test accuracy" in result.stdout
+    return out

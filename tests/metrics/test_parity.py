@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch_fidelity
 
@@ -20,7 +21,9 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     weights = write_random_inception_weights(root / "inception_random.pth", seed=0)
     real = write_folder(root / "real", digit_images(N, 32))
-    fake = write_folder(root / "fake", digit_images(N, 24, offset=500, noise=0.15))  # another size, too
+    g = np.random.default_rng(0)
+    noise = [g.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(N // 2)]  # far from the digits
+    fake = write_folder(root / "fake", digit_images(N // 2, 24, offset=500, noise=0.15) + noise)  # another size
     return weights, real, fake
 
 
@@ -54,4 +57,6 @@ def test_evaluate_folders_equals_torch_fidelity(folders, tmp_path):
     assert ours["is_mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-3)
     assert ours["is_std"] == pytest.approx(ref["inception_score_std"], rel=1e-3, abs=1e-6)
     assert ours["fid"] > 1  # the two folders differ: the comparison above is not 0 == 0
-    print("parity", {k: (ours[k], ref[v]) for k, v in pairs.items()})
+    assert 0 < ours["precision"] < 1  # half of the fake images are noise: not a trivial 1 == 1
+    pairs |= {"is_mean": "inception_score_mean", "is_std": "inception_score_std"}
+    print("parity", {k: (ours[k], ref[v]) for k, v in pairs.items()}, ours["images_per_s"], "images/s")
