@@ -164,7 +164,7 @@ def report(values: dict[str, float], info: dict, out: Path | None) -> None:
     for key, value in values.items():
         if not key.startswith("num_") and not key.startswith("kid_subset"):
             print(f"{key:<16} {value:.6g}")
-    print(f"feature extraction: {info['images_per_s']:.1f} images/s on {info['processes']} process(es)")
+    print(f"throughput: {info['images_per_s']:.1f} images/s (generating or decoding + features, all processes)")
     line = json.dumps(record)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

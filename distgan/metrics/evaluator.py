@@ -241,6 +241,9 @@ class Evaluator:
         if self.reference is not None:
             return self.reference
         ext, s = self.get_extractor(), self.settings
+        if not _real_metrics(s.metrics):  # IS and accuracy need no real images
+            self.reference = {"n": 0}
+            return self.reference
         need = _needed(s.metrics)
         key = reference_key(self.data, self._ref_columns(), ext, s.num_real)
         cache = ReferenceCache(s.cache_dir)
