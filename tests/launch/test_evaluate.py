@@ -51,6 +51,18 @@ def test_class_conditional_accuracy_and_per_class_fid(classifier, digits, tmp_pa
     assert sum(k.startswith("fid_class_") for k in values) == 10
 
 
+def test_image_to_image_scores_translated_sources_against_targets(classifier, tmp_path):
+    shapes = tmp_path / "shapes"
+    assert_ok(run([sys.executable, "scripts/prepare_shapes.py", "--out", str(shapes), "--n", "40", "--shards", "1"]))
+    gen = export_tiny_generator(tmp_path / "p2p", family="pix2pix", size=32, channels=3, ngf=8, ndf=8)
+    args = ["--generator", str(gen), "--data", str(shapes), "--metrics", "fid,l1", "--num-samples", "24"]
+    result = evaluate(args + ["--features", f"classifier:{classifier}", "--batch", "8", "--cache-dir", str(tmp_path)])
+    assert_ok(result)
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (values["num_fake"], values["num_real"]) == (24, 24)  # 24 translated sources vs their 24 targets
+    assert values["l1"] > 0 and values["fid"] > 0
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

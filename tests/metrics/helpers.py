@@ -58,7 +58,9 @@ def write_folder(folder: Path, images: list[np.ndarray]) -> Path:
     return folder
 
 
-def export_tiny_generator(out: Path, family: str = "dcgan", size: int = 16, seed: int = 0, **params) -> Path:
+def export_tiny_generator(
+    out: Path, family: str = "dcgan", size: int = 16, channels: int = 1, seed: int = 0, **params
+) -> Path:
     """An exported (untrained) generator folder, as a run's generator/ (model.safetensors + config.json)."""
     from distgan.family import DataSpec
     from distgan.registry import get_family
@@ -67,7 +69,7 @@ def export_tiny_generator(out: Path, family: str = "dcgan", size: int = 16, seed
     cls = get_family(family)
     p = cls.Params(**params)
     num_classes = 10 if "label" in cls.columns else None
-    fam = cls(p, DataSpec(size, 1, num_classes))
+    fam = cls(p, DataSpec(size, channels, num_classes))
     torch.manual_seed(seed)
     export_generator(fam.build_generator(), {"family": family, "params": asdict(p), "spec": fam.spec.to_dict()}, out)
     return out
