@@ -84,6 +84,14 @@ class Family:
         """
         return {"z": torch.randn(n, self.z_dim, generator=generator)}
 
+    def eval_inputs(self, indices: Tensor, seed: int, batch: Batch | None = None) -> dict[str, Tensor]:
+        """Inputs for the evaluation samples with these global indices (N,): sample i is the same in any batch
+        and on any number of processes (noise drawn from a generator seeded by (seed, i)).
+
+        Families whose generator translates data read it from `batch` (the rows with these indices).
+        """
+        return {"z": torch.stack([torch.randn(self.z_dim, generator=g) for g in index_generators(indices, seed)])}
+
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
         """Generated images in [-1, 1], (N, C, H, W), from `sample_inputs`-style inputs on G's device."""
         return G(inputs["z"])
@@ -91,6 +99,11 @@ class Family:
     def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
         """What the logged grid shows, and images per row (default: the samples in a square grid)."""
         return generated, max(1, int(round(generated.shape[0] ** 0.5)))
+
+
+def index_generators(indices: Tensor, seed: int) -> list[torch.Generator]:
+    """One CPU generator per global sample index, seeded by (seed, index)."""
+    return [torch.Generator().manual_seed((seed << 32) ^ int(i) ^ 0x5EED_0000_0000_0000) for i in indices]
 
 
 def d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:

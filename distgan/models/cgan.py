@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.errors import ConfigError
-from distgan.family import Batch, Family, Stats, d_probs
+from distgan.family import Batch, Family, Stats, d_probs, index_generators
 from distgan.losses import d_bce, g_nonsaturating
 from distgan.models.dcgan import DCDiscriminator, DCGenerator
 from distgan.registry import register_family
@@ -121,6 +121,14 @@ class CGAN(Family):
             "z": z.repeat(classes, 1),  # (C*k, z_dim): row-major, so the columns repeat down the rows
             "label": torch.arange(classes).repeat_interleave(k),  # (C*k,): 0,..,0, 1,..,1, ...
         }
+
+    def eval_inputs(self, indices: Tensor, seed: int, batch: Batch | None = None) -> dict[str, Tensor]:
+        """Per-index noise and a uniformly drawn class, both from the index's generator (see Family)."""
+        z, label = [], []
+        for g in index_generators(indices, seed):
+            z.append(torch.randn(self.z_dim, generator=g))
+            label.append(torch.randint(self.num_classes, (), generator=g))
+        return {"z": torch.stack(z), "label": torch.stack(label)}
 
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
         """G(z, label) for `sample_inputs`-style inputs (or any "z" (N, z_dim) and "label" (N,) of equal N)."""

@@ -206,6 +206,12 @@ class Pix2Pix(Family):
             raise DistganError("pix2pix samples need source images: use launch/sample.py --input FOLDER")
         return {"source": batch["source"][:n], "target": batch["image"][:n]}
 
+    def eval_inputs(self, indices: Tensor, seed: int, batch: Batch | None = None) -> dict[str, Tensor]:
+        """The rows' sources and targets: evaluation translates held-out sources and compares with targets."""
+        if batch is None or "source" not in batch:
+            raise DistganError("pix2pix evaluation needs source images from the data")
+        return {"source": batch["source"], "target": batch["image"]}
+
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
         """G(source): (N, C, H, W) in [-1, 1]; with dropout on, two calls give slightly different images."""
         return G(inputs["source"])
