@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -45,14 +46,41 @@ class ImageTransform:
         return out
 
 
+# Raster formats only, whatever a file is named or starts with: Pillow sniffs content and would hand
+# EPS/PostScript (and PDF-like) files to Ghostscript; untrusted dataset files must never reach it.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+
+
 def to_pil(value: Any, channels: int) -> Image.Image:
-    """A decoded PIL image, an undecoded {'bytes', 'path'} dict, or an array -> PIL in L or RGB."""
-    if isinstance(value, dict):
-        value = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
-    elif isinstance(value, np.ndarray):
-        value = Image.fromarray(value)
-    elif isinstance(value, torch.Tensor):
-        value = Image.fromarray(value.numpy())
-    if not isinstance(value, Image.Image):
-        raise TypeError(f"expected an image, got {type(value).__name__}")
-    return value.convert("L" if channels == 1 else "RGB")
+    """A decoded PIL image, an undecoded {'bytes', 'path'} dict, or an array -> PIL in L or RGB.
+
+    Raises ValueError with a short reason for anything that is not a readable raster image of an allowed
+    format (IMAGE_FORMATS), is truncated, or is over Pillow's decompression-bomb limit (MAX_IMAGE_PIXELS).
+    """
+    try:
+        if isinstance(value, dict):
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+            if not source:
+                raise ValueError("no image (empty bytes and no path)")
+            with warnings.catch_warnings():  # over the limit Pillow only warns (up to twice it): make it an error
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                value = Image.open(source, formats=IMAGE_FORMATS)
+                value.load()  # decode now: a truncated file fails here, inside this try
+        elif isinstance(value, np.ndarray):
+            value = Image.fromarray(value)
+        elif isinstance(value, torch.Tensor):
+            value = Image.fromarray(value.numpy())
+        if not isinstance(value, Image.Image):
+            raise ValueError(f"expected an image, got {type(value).__name__}")
+        return value.convert("L" if channels == 1 else "RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"not an image in an allowed format ({', '.join(IMAGE_FORMATS)})") from None
+    except ValueError:
+        raise
+    except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, ... for damaged files
+        raise ValueError(f"cannot decode the image ({type(e).__name__}: {str(e).strip() or 'no detail'})") from None
