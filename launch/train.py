@@ -80,8 +80,8 @@ def report_unexpected(e: Exception) -> int:
     which ignore SIGTERM, are killed at exit (distgan.data.stream.kill_workers), so nothing waits for them."""
     if isinstance(e, MemoryError):
         print("error: out of memory (MemoryError); lower train.batch_size or data.image_size", file=sys.stderr)
-    elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        print(f"error: {e}; free space there or choose another --output-dir", file=sys.stderr)
+    elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in str(e):
+        print(f"error: {e}; free disk space or choose another --output-dir", file=sys.stderr)
     else:
         import traceback
 

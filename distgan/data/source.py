@@ -63,8 +63,9 @@ def resolve_source(path: str) -> Source:
 
 
 def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE or HF_DATASETS_OFFLINE asks for the local cache only."""
-    return any(os.environ.get(v, "").strip().lower() in TRUE for v in OFFLINE_VARS)
+    """Whether `datasets` uses the local cache only: HF_DATASETS_OFFLINE if set, else HF_HUB_OFFLINE (as datasets)."""
+    value = os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
+    return value.strip().lower() in TRUE
 
 
 def not_cached(repo_id: str) -> DistganError:

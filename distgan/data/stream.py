@@ -183,7 +183,7 @@ class ImageStream:
 def _ignore_stop_signals(_worker_id: int) -> None:
     """SLURM signals every process of a job step (and Ctrl-C the whole process group): workers leave
     SIGTERM/SIGUSR1/SIGINT to the training process, which keeps reading batches until it has checkpointed.
-    They exit when it shuts them down or dies; on an error exit it kills them (`kill_workers`)."""
+    They exit when it shuts them down or dies, and are killed when it exits (`kill_workers`)."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
