@@ -21,6 +21,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -46,6 +47,11 @@ class ImageStream:
         self.cfg = cfg
         self.columns = columns
         self.source = source or resolve_source(cfg.path)
+        for file in self.source.parquet_files():  # a damaged footer would only fail later, in a worker
+            try:
+                pq.read_metadata(file)
+            except (pa.ArrowException, OSError) as e:
+                raise _damaged(cfg.path, file, e) from None
         try:
             self.dataset = datasets.load_dataset(
                 self.source.builder, **self.source.kwargs, split=cfg.split, streaming=True
@@ -155,7 +161,7 @@ class ImageStream:
             ds.set_epoch(epoch)
             example.epoch = epoch  # DataLoader copies it into the workers when the epoch's iterator starts
             count = 0
-            for index, batch in enumerate(_unwrapped(loader)):
+            for index, batch in enumerate(self._unwrapped(loader)):
                 count += 1
                 if index < skip:
                     continue
@@ -167,6 +173,33 @@ class ImageStream:
                     "lower train.batch_size or use more data"
                 )
             epoch, skip = epoch + 1, 0
+
+    def _unwrapped(self, loader: DataLoader) -> Iterator[Batch]:
+        """The loader's batches; a DistganError raised in a worker arrives with the worker's traceback as its
+        message: re-raise it as the original one line. A parquet file that cannot be read is named."""
+        it = iter(loader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except DistganError as e:
+                if not str(e).startswith("Caught "):
+                    raise
+                raise type(e)(_original_message(e)) from None
+            except pa.ArrowException as e:
+                raise self._unreadable(_original_message(e)) from None
+            yield batch
+
+    def _unreadable(self, reason: str) -> DistganError:
+        """The first local parquet file that cannot be read to the end (only on an error: this reads them all)."""
+        for file in self.source.parquet_files():
+            try:
+                for _ in pq.ParquetFile(file).iter_batches():
+                    pass
+            except (pa.ArrowException, OSError) as e:
+                return _damaged(self.cfg.path, file, e)
+        return DistganError(f"data.path={self.cfg.path}: cannot read the data ({reason})")
 
     def _check_labels(self, batch: Batch) -> None:
         if "label" not in batch:
@@ -214,21 +247,22 @@ def _kill_workers_at_exit() -> None:
         _kill_registered = True
 
 
-def _unwrapped(loader: DataLoader) -> Iterator[Batch]:
-    """The loader's batches; a DistganError raised in a worker arrives with the worker's traceback as its
-    message: re-raise it as the original one line."""
-    it = iter(loader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except DistganError as e:
-            text = str(e)
-            if not text.startswith("Caught "):
-                raise
-            raise type(e)(text.rstrip().splitlines()[-1].split(": ", 1)[-1]) from None
-        yield batch
+def _original_message(e: BaseException) -> str:
+    """The message of an error as raised, also when a DataLoader worker's traceback was wrapped around it."""
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return _first_line(e)
+
+
+def _damaged(path: str, file: Path, e: BaseException) -> DistganError:
+    return DistganError(
+        f"data.path={path}: parquet file {file} is damaged ({_first_line(e)}); re-create or re-download it"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _is_image(feature: Any) -> bool:

@@ -159,3 +159,21 @@ def test_hub_id_offline_and_not_in_the_cache_is_one_line(monkeypatch) -> None:
         "download --repo-type dataset nobody/no-such-dataset --local-dir DIR`) and set data.path=DIR (parquet, "
         "imagefolder or a folder of images)"
     )
+
+
+def test_damaged_parquet_footer_is_refused_before_reading(tmp_path: Path) -> None:
+    bad = labelled_parquet(tmp_path / "data", bad_row=None)
+    bad.write_bytes(bad.read_bytes()[:-100])
+    with pytest.raises(
+        DistganError, match=rf"^data.path=.*: parquet file {bad} is damaged \(.*magic bytes.*; re-create"
+    ):
+        ImageStream(DataConfig(path=str(tmp_path / "data")), ("image",))
+
+
+def test_damaged_parquet_page_read_by_a_worker_names_the_file(tmp_path: Path) -> None:
+    bad = labelled_parquet(tmp_path / "data", bad_row=None)
+    data = bytearray(bad.read_bytes())
+    data[200:1200] = b"\xff" * 1000  # inside the first data page; the footer stays valid
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DistganError, match=rf"^data.path=.*: parquet file {bad} is damaged \(.*\); re-create or re-"):
+        read_all(tmp_path / "data", workers=2)
