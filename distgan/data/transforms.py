@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from datasets.utils.file_utils import is_local_path, xopen
+from PIL import ExifTags, Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
@@ -57,15 +58,15 @@ def to_pil(value: Any, channels: int) -> Image.Image:
     Raises ValueError with a short reason for anything that is not a readable raster image of an allowed
     format (IMAGE_FORMATS), is truncated, or is over Pillow's decompression-bomb limit (MAX_IMAGE_PIXELS).
     """
+    file = _file(value) if isinstance(value, dict) else None  # outside the try: a network error is no bad image
     try:
-        if isinstance(value, dict):
-            source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
-            if not source:
-                raise ValueError("no image (empty bytes and no path)")
+        if file is not None:
             with warnings.catch_warnings():  # over the limit Pillow only warns (up to twice it): make it an error
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                value = Image.open(source, formats=IMAGE_FORMATS)
+                value = Image.open(file, formats=IMAGE_FORMATS)
                 value.load()  # decode now: a truncated file fails here, inside this try
+            if value.getexif().get(ExifTags.Base.Orientation) is not None:  # as datasets' own decoding does
+                value = ImageOps.exif_transpose(value)
         elif isinstance(value, np.ndarray):
             value = Image.fromarray(value)
         elif isinstance(value, torch.Tensor):
@@ -84,3 +85,16 @@ def to_pil(value: Any, channels: int) -> Image.Image:
         raise
     except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, ... for damaged files
         raise ValueError(f"cannot decode the image ({type(e).__name__}: {str(e).strip() or 'no detail'})") from None
+
+
+def _file(value: dict[str, Any]) -> Any:
+    """What Image.open reads for an undecoded {'bytes', 'path'} image: its bytes, a local path, or a hub file."""
+    if value.get("bytes"):
+        return io.BytesIO(value["bytes"])
+    path = value.get("path")
+    if not path:
+        raise ValueError("no image (no bytes and no path)")
+    if is_local_path(path):
+        return path
+    with xopen(path, "rb") as f:  # a file of a streamed hub dataset
+        return io.BytesIO(f.read())
