@@ -7,6 +7,7 @@ before the process group starts, and reported as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -105,5 +106,26 @@ def is_peer_failure(e: BaseException) -> bool:
     return type(e).__name__ == "DistBackendError" or any(m in text for m in markers)
 
 
+def report_unexpected(e: Exception) -> int:
+    """Status 1 for what is neither bad input nor a signal: a full disk or out of memory in one `error:` line, any
+    other exception (a bug) as its traceback and then one. The process then exits at once: DataLoader workers,
+    which ignore SIGTERM, are killed at exit (distgan.data.stream.kill_workers), so nothing waits for them."""
+    if isinstance(e, MemoryError):
+        print("error: out of memory (MemoryError); lower train.batch_size or data.image_size", file=sys.stderr)
+    elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in str(e):
+        print(f"error: {e}; free disk space or choose another --output-dir", file=sys.stderr)
+    else:
+        import traceback
+
+        traceback.print_exception(e)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"error: unexpected {type(e).__name__} (traceback above): {first}", file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except Exception as e:  # whatever fails, the run ends now with a last line saying why: never a hang
+        status = report_unexpected(e)
+    sys.exit(status)

@@ -18,6 +18,8 @@ from distgan.errors import DistganError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 HUB_PROBE_TIMEOUT_S = 5.0
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+TRUE = ("1", "on", "yes", "true")  # what huggingface_hub reads as set
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,14 @@ class Source:
     builder: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    def parquet_files(self) -> list[Path]:
+        """The local parquet files read (none for a hub dataset or images): to name the file of a bad row."""
+        if self.builder != "parquet":
+            return []
+        if "data_files" in self.kwargs:
+            return [Path(f) for f in self.kwargs["data_files"]]
+        return sorted(Path(self.kwargs["data_dir"]).rglob("*.parquet"))
 
 
 def resolve_source(path: str) -> Source:
@@ -52,13 +62,27 @@ def resolve_source(path: str) -> Source:
     return Source(path, {}, f"hub dataset {path}")
 
 
+def hub_offline() -> bool:
+    """Whether `datasets` uses the local cache only: HF_DATASETS_OFFLINE if set, else HF_HUB_OFFLINE (as datasets)."""
+    value = os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
+    return value.strip().lower() in TRUE
+
+
+def not_cached(repo_id: str) -> DistganError:
+    """The error for a hub dataset that offline mode cannot find in the local cache."""
+    names = " and ".join(f"{v}={os.environ[v]}" for v in OFFLINE_VARS if os.environ.get(v, "").strip().lower() in TRUE)
+    return DistganError(
+        f"data.path={repo_id}: no such local file or folder, and not in the local Hugging Face cache ({names} "
+        "forbids downloading it); download it where there is network "
+        f"(`huggingface-cli download --repo-type dataset {repo_id} --local-dir DIR`) "
+        "and set data.path=DIR (parquet, imagefolder or a folder of images)"
+    )
+
+
 def _check_hub_reachable(repo_id: str) -> None:
     """Fail in seconds, not after datasets' minute of retries, when the hub cannot be reached."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in (
-        "0",
-        "",
-    ):
-        return  # the user asked for the local cache: let datasets look there
+    if hub_offline():
+        return  # the user asked for the local cache: let datasets look there (ImageStream reports a miss)
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:

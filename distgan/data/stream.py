@@ -11,18 +11,26 @@ Rules learned the hard way (datasets 5.2, accelerate 1.15):
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit hook is registered on import; ours (kill_workers) must come later
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 from datasets.distributed import split_dataset_by_node
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from distgan.config import DataConfig
-from distgan.data.source import Source, resolve_source
+from distgan.data.source import Source, hub_offline, not_cached, resolve_source
 from distgan.data.transforms import ImageTransform, to_pil
 from distgan.errors import DistganError
 from distgan.family import Batch, DataSpec
@@ -39,12 +47,21 @@ class ImageStream:
         self.cfg = cfg
         self.columns = columns
         self.source = source or resolve_source(cfg.path)
+        for file in self.source.parquet_files():  # a damaged footer would only fail later, in a worker
+            try:
+                pq.read_metadata(file)
+            except (pa.ArrowException, OSError) as e:
+                raise _damaged(cfg.path, file, e) from None
         try:
             self.dataset = datasets.load_dataset(
                 self.source.builder, **self.source.kwargs, split=cfg.split, streaming=True
             )
         except ValueError as e:  # e.g. an unknown split
             raise DistganError(f"data.path={cfg.path} ({self.source.description}): {str(e).splitlines()[0]}") from None
+        except ConnectionError:  # offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and not in the cache
+            if not hub_offline():
+                raise
+            raise not_cached(cfg.path) from None
         self._check_columns()
         self.spec = DataSpec(cfg.image_size, cfg.channels, self._num_classes())
 
@@ -56,12 +73,28 @@ class ImageStream:
         return list(next(iter(self.dataset.take(1))).keys())  # formats without a schema: peek at one row
 
     def _check_columns(self) -> None:
+        """Every column the family reads exists and has the right type in the schema (before any training)."""
         available = self._column_names()
+        features = self.dataset.features or {}
         for key, column in self._column_map().items():
             if column not in available:
                 raise DistganError(
                     f"data.{key}_column={column!r}: no such column in {self.cfg.path} "
                     f"(columns: {', '.join(available)}); set data.{key}_column"
+                )
+            feature = features.get(column)
+            if feature is None:  # no schema: rows are checked as they are read
+                continue
+            if key == "label" and not _is_integer(feature):
+                raise DistganError(
+                    f"data.label_column={column!r}: column of {self.cfg.path} holds {_describe(feature)}, not integer "
+                    "class ids; store labels as integers 0..N-1 (or a ClassLabel) or set data.label_column"
+                )
+            if key != "label" and not _is_image(feature):
+                images = [name for name, f in features.items() if _is_image(f)]
+                raise DistganError(
+                    f"data.{key}_column={column!r}: column of {self.cfg.path} holds {_describe(feature)}, not images; "
+                    f"set data.{key}_column to an image column (image columns: {', '.join(images) or 'none'})"
                 )
 
     def _column_map(self) -> dict[str, str]:
@@ -91,12 +124,17 @@ class ImageStream:
         """This rank's DataLoader over its part of the stream, the stream (for `set_epoch`) and its transform."""
         columns = self._column_map()
         ds = self.dataset.select_columns(list(dict.fromkeys(columns.values())))
+        for column in set(columns.values()):  # decoded by _Example (allowed formats, errors naming the file)
+            if isinstance((ds.features or {}).get(column), datasets.Image):
+                ds = ds.cast_column(column, datasets.Image(decode=False))
         if self.cfg.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        example = _Example(columns, self.cfg, seed, rank)
+        example = _Example(columns, self.cfg, seed, rank, self.source)
         ds = ds.map(example, with_indices=True, remove_columns=list(set(columns.values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
+        if workers:
+            _kill_workers_at_exit()
         loader = DataLoader(
             ds,
             batch_size=batch_size,
@@ -123,7 +161,7 @@ class ImageStream:
             ds.set_epoch(epoch)
             example.epoch = epoch  # DataLoader copies it into the workers when the epoch's iterator starts
             count = 0
-            for index, batch in enumerate(loader):
+            for index, batch in enumerate(self._unwrapped(loader)):
                 count += 1
                 if index < skip:
                     continue
@@ -135,6 +173,33 @@ class ImageStream:
                     "lower train.batch_size or use more data"
                 )
             epoch, skip = epoch + 1, 0
+
+    def _unwrapped(self, loader: DataLoader) -> Iterator[Batch]:
+        """The loader's batches; a DistganError raised in a worker arrives with the worker's traceback as its
+        message: re-raise it as the original one line. A parquet file that cannot be read is named."""
+        it = iter(loader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except DistganError as e:
+                if not str(e).startswith("Caught "):
+                    raise
+                raise type(e)(_original_message(e)) from None
+            except pa.ArrowException as e:
+                raise self._unreadable(_original_message(e)) from None
+            yield batch
+
+    def _unreadable(self, reason: str) -> DistganError:
+        """The first local parquet file that cannot be read to the end (only on an error: this reads them all)."""
+        for file in self.source.parquet_files():
+            try:
+                for _ in pq.ParquetFile(file).iter_batches():
+                    pass
+            except (pa.ArrowException, OSError) as e:
+                return _damaged(self.cfg.path, file, e)
+        return DistganError(f"data.path={self.cfg.path}: cannot read the data ({reason})")
 
     def _check_labels(self, batch: Batch) -> None:
         if "label" not in batch:
@@ -149,10 +214,70 @@ class ImageStream:
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
-    """SLURM signals every process of a job step: workers leave SIGTERM/SIGUSR1 to the training process,
-    which checkpoints and then shuts them down (they also exit by themselves if it dies)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    """SLURM signals every process of a job step (and Ctrl-C the whole process group): workers leave
+    SIGTERM/SIGUSR1/SIGINT to the training process, which keeps reading batches until it has checkpointed.
+    They exit when it shuts them down or dies, and are killed when it exits (`kill_workers`)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def kill_workers() -> None:
+    """SIGKILL this process's DataLoader workers (its daemonic multiprocessing children), if any are alive.
+
+    They ignore SIGTERM, and at interpreter exit multiprocessing sends daemonic children SIGTERM and then
+    joins them without a limit (torch's own shutdown is skipped at exit): an error with workers alive would
+    hang the process, its launcher and the job. Runs at exit (registered by `ImageStream.loader`).
+    """
+    children = [p for p in multiprocessing.active_children() if p.daemon]
+    if children:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's SIGCHLD handler would raise for a killed worker
+    for p in children:
+        p.kill()
+    for p in children:
+        p.join(timeout=5)
+
+
+_kill_registered = False
+
+
+def _kill_workers_at_exit() -> None:
+    global _kill_registered
+    if not _kill_registered:
+        atexit.register(kill_workers)  # after multiprocessing's hook, so it runs before it (last in, first out)
+        _kill_registered = True
+
+
+def _original_message(e: BaseException) -> str:
+    """The message of an error as raised, also when a DataLoader worker's traceback was wrapped around it."""
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return _first_line(e)
+
+
+def _damaged(path: str, file: Path, e: BaseException) -> DistganError:
+    return DistganError(
+        f"data.path={path}: parquet file {file} is damaged ({_first_line(e)}); re-create or re-download it"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _is_image(feature: Any) -> bool:
+    """An image column: datasets' Image, or the {bytes, path} struct it is stored as."""
+    return isinstance(feature, datasets.Image) or isinstance(feature, dict) and "bytes" in feature
+
+
+def _is_integer(feature: Any) -> bool:
+    return isinstance(feature, datasets.ClassLabel) or (
+        isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
+    )
+
+
+def _describe(feature: Any) -> str:
+    return feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
 
 
 class _Example:
@@ -164,8 +289,9 @@ class _Example:
     and independent of the training process's global RNG.
     """
 
-    def __init__(self, columns: dict[str, str], cfg: DataConfig, seed: int, rank: int) -> None:
+    def __init__(self, columns: dict[str, str], cfg: DataConfig, seed: int, rank: int, source: Source) -> None:
         self.columns, self.channels, self.direction = columns, cfg.channels, cfg.direction
+        self.path, self.source = cfg.path, source
         self.transform = ImageTransform(cfg.image_size, cfg.channels, cfg.load_size, cfg.random_flip)
         self.seed, self.rank, self.epoch = seed, rank, 0
 
@@ -175,18 +301,57 @@ class _Example:
             info = torch.utils.data.get_worker_info()
             key = [self.seed, self.epoch, self.rank, info.id if info else 0, index]
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        image = to_pil(row[self.columns["image"]], self.channels)
+        image = self._decode(row, "image", index)
         out: dict[str, Any] = {}
         if "source" in self.columns:
             if self.columns["source"] == self.columns["image"]:  # A|B side by side
                 w, h = image.size[0] // 2, image.size[1]
                 a, b = image.crop((0, 0, w, h)), image.crop((w, 0, 2 * w, h))
             else:
-                a, b = to_pil(row[self.columns["source"]], self.channels), image
+                a, b = self._decode(row, "source", index), image
             source, target = (a, b) if self.direction == "AtoB" else (b, a)
             out["source"], out["image"] = self.transform(source, target, generator=gen)
         else:
             (out["image"],) = self.transform(image, generator=gen)
         if "label" in self.columns:
-            out["label"] = torch.tensor(int(row[self.columns["label"]]))
+            label = row[self.columns["label"]]
+            if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+                raise self._bad(row, "label", index, f"label {label!r} is not an integer class id")
+            out["label"] = torch.tensor(int(label))
         return out
+
+    def _decode(self, row: dict[str, Any], key: str, index: int) -> Image.Image:
+        try:
+            return to_pil(row[self.columns[key]], self.channels)
+        except ValueError as e:
+            raise self._bad(row, key, index, str(e)) from None
+
+    def _bad(self, row: dict[str, Any], key: str, index: int, reason: str) -> DistganError:
+        """A bad example is fatal (see README, Data): one line naming the file, or the parquet file and row."""
+        value = row.get(self.columns["image"])
+        where = f"example {index} of rank {self.rank}'s stream"
+        if isinstance(value, dict) and value.get("bytes"):
+            found = _find_row(self.source.parquet_files(), self.columns["image"], value["bytes"])
+            where = f"parquet file {found[0]} row {found[1]}" if found else where
+            where += f" (stored as {value['path']!r})" if value.get("path") else ""
+        elif isinstance(value, dict) and value.get("path"):
+            where = f"file {value['path']}"
+        return DistganError(
+            f"data.path={self.path}: {where}, column {self.columns[key]!r}: {reason}; fix or remove it "
+            "(a bad example stops the run)"
+        )
+
+
+def _find_row(files: list[Path], column: str, data: bytes) -> tuple[Path, int] | None:
+    """(file, row) of the first row whose image bytes are `data`: the stream does not say where a row came from,
+    so a bad example is looked up by content (only when there is one: this reads the column once)."""
+    for file in files:
+        start = 0
+        for batch in pq.ParquetFile(file).iter_batches(columns=[column]):
+            values = batch.column(0)
+            values = values.field("bytes") if hasattr(values.type, "get_field_index") else values
+            hit = pc.index(pc.equal(values, data), True).as_py()
+            if hit >= 0:
+                return file, start + hit
+            start += len(values)
+    return None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from datasets.utils.file_utils import is_local_path, xopen
+from PIL import ExifTags, Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
@@ -45,14 +47,54 @@ class ImageTransform:
         return out
 
 
+# Raster formats only, whatever a file is named or starts with: Pillow sniffs content and would hand
+# EPS/PostScript (and PDF-like) files to Ghostscript; untrusted dataset files must never reach it.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+
+
 def to_pil(value: Any, channels: int) -> Image.Image:
-    """A decoded PIL image, an undecoded {'bytes', 'path'} dict, or an array -> PIL in L or RGB."""
-    if isinstance(value, dict):
-        value = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
-    elif isinstance(value, np.ndarray):
-        value = Image.fromarray(value)
-    elif isinstance(value, torch.Tensor):
-        value = Image.fromarray(value.numpy())
-    if not isinstance(value, Image.Image):
-        raise TypeError(f"expected an image, got {type(value).__name__}")
-    return value.convert("L" if channels == 1 else "RGB")
+    """A decoded PIL image, an undecoded {'bytes', 'path'} dict, or an array -> PIL in L or RGB.
+
+    Raises ValueError with a short reason for anything that is not a readable raster image of an allowed
+    format (IMAGE_FORMATS), is truncated, or is over Pillow's decompression-bomb limit (MAX_IMAGE_PIXELS).
+    """
+    file = _file(value) if isinstance(value, dict) else None  # outside the try: a network error is no bad image
+    try:
+        if file is not None:
+            with warnings.catch_warnings():  # over the limit Pillow only warns (up to twice it): make it an error
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                value = Image.open(file, formats=IMAGE_FORMATS)
+                value.load()  # decode now: a truncated file fails here, inside this try
+            if value.getexif().get(ExifTags.Base.Orientation) is not None:  # as datasets' own decoding does
+                value = ImageOps.exif_transpose(value)
+        elif isinstance(value, np.ndarray):
+            value = Image.fromarray(value)
+        elif isinstance(value, torch.Tensor):
+            value = Image.fromarray(value.numpy())
+        if not isinstance(value, Image.Image):
+            raise ValueError(f"expected an image, got {type(value).__name__}")
+        return value.convert("L" if channels == 1 else "RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"not an image in an allowed format ({', '.join(IMAGE_FORMATS)})") from None
+    except ValueError:
+        raise
+    except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, ... for damaged files
+        raise ValueError(f"cannot decode the image ({type(e).__name__}: {str(e).strip() or 'no detail'})") from None
+
+
+def _file(value: dict[str, Any]) -> Any:
+    """What Image.open reads for an undecoded {'bytes', 'path'} image: its bytes, a local path, or a hub file."""
+    if value.get("bytes"):
+        return io.BytesIO(value["bytes"])
+    path = value.get("path")
+    if not path:
+        raise ValueError("no image (no bytes and no path)")
+    if is_local_path(path):
+        return path
+    with xopen(path, "rb") as f:  # a file of a streamed hub dataset
+        return io.BytesIO(f.read())
