@@ -11,6 +11,9 @@ replaces or damages an earlier checkpoint; only the newest `keep` are kept. Load
 against the manifest and never unpickles anything.
 The exported generator (`generator/model.safetensors` + `generator/config.json`) is separate: it is
 all that sampling needs, without the training config.
+
+`save_checkpoint` / `load_checkpoint` take the state to store by name (`Contents`), so a module with state of
+its own (an EMA generator, say) adds an entry instead of editing this file.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import json
 import os
 import random
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+import distgan
+from distgan.config import Config, dump_config
 from distgan.errors import DistganError
+from distgan.family import Family
 
 STEP_PREFIX = "step_"
 
@@ -232,7 +241,7 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(_cpu_state(G), str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -240,3 +249,142 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:
+    """What `distgan.sampling.load_generator` needs to rebuild G without the training config."""
+    return {
+        "family": cfg.model.family,
+        "params": cfg.to_dict()["model"],
+        "spec": family.spec.to_dict(),
+        "step": step,
+        "distgan_version": distgan.__version__,
+        "config": yaml.safe_load(dump_config(cfg)),
+    }
+
+
+# --- what a checkpoint holds -----------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Progress counters saved in every checkpoint (per-rank RNG and data position live beside it)."""
+
+    step: int = 0
+    images_seen: int = 0
+    wandb_run_id: str | None = None
+    world_size: int = 1
+    global_batch: int = 0
+
+
+@dataclass
+class Contents:
+    """The state a checkpoint stores, by name: each entry becomes its own files, sealed by the manifest.
+
+    modules: `<name>.safetensors` (state dict); optimizers: `opt_<name>.{safetensors,json}`; scalers:
+    `scaler_<name>.json`; tensors: `<name>.safetensors` (plain tensors, read back with `read_tensors`).
+    """
+
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    acc: Accelerator,
+    run_dir: Path,
+    contents: Contents,
+    state: TrainState,
+    position: tuple[int, int],
+    config_text: str,
+    keep: int,
+) -> Path:
+    """All ranks: each writes its RNG and data position; the main process writes the rest and publishes
+    the folder atomically (temporary folder, manifest last, rename). Returns the published folder."""
+    root = run_dir / "checkpoints"
+    final = step_dir(root, state.step)
+    tmp = root / f".tmp-{final.name}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    save_tree({"rng": rng_state(), "data": list(position)}, tmp, f"rank_{acc.process_index}")
+    if acc.is_main_process:
+        for name, module in contents.modules.items():
+            save_file(_cpu_state(module), str(tmp / f"{name}.safetensors"))
+        for name, tensors in contents.tensors.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+        for name, optimizer in contents.optimizers.items():
+            save_tree(optimizer.state_dict(), tmp, f"opt_{name}")
+        for name, scaler in contents.scalers.items():
+            (tmp / f"scaler_{name}.json").write_text(json.dumps(scaler.state_dict()))
+        (tmp / "state.json").write_text(json.dumps(asdict(state)))
+        (tmp / "config.yaml").write_text(config_text)
+    acc.wait_for_everyone()  # every rank's file is in place before the manifest seals the folder
+    if acc.is_main_process:
+        write_manifest(tmp)
+        publish(tmp, final, root, keep)
+    return final
+
+
+def load_checkpoint(folder: Path, contents: Contents, rank: int, world: int) -> tuple[TrainState, tuple[int, int]]:
+    """Restore every module, optimizer and (enabled) scaler of `contents`, and the counters; this rank's RNG
+    and data position if the number of processes is unchanged (else the stream restarts at the next epoch)."""
+    for name, module in contents.modules.items():
+        load_weights(module, folder / f"{name}.safetensors")
+    for name, optimizer in contents.optimizers.items():
+        optimizer.load_state_dict(load_tree(folder, f"opt_{name}"))
+    for name, scaler in contents.scalers.items():
+        scaler_state = json.loads((folder / f"scaler_{name}.json").read_text())
+        if scaler_state and scaler.is_enabled():
+            scaler.load_state_dict(scaler_state)
+    saved = json.loads((folder / "state.json").read_text())
+    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
+    if state.world_size == world:
+        rank_state = load_tree(folder, f"rank_{rank}")
+        set_rng_state(rank_state["rng"])
+        return state, tuple(rank_state["data"])
+    epoch = load_tree(folder, "rank_0")["data"][0]
+    return state, (epoch + 1, 0)
+
+
+def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """A `Contents.tensors` entry of a saved checkpoint."""
+    return load_file(str(folder / f"{name}.safetensors"))
+
+
+def check_compatible(folder: Path, cfg: Config) -> None:
+    """A checkpoint of another family, model shape or data shape is a clear error, not a size mismatch."""
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    now = cfg.to_dict()
+    pairs = [(f"model.{k}", saved["model"].get(k), v) for k, v in now["model"].items()]
+    pairs += [(f"data.{k}", saved["data"].get(k), now["data"][k]) for k in ("image_size", "channels", "num_classes")]
+    for key, old, new in pairs:
+        if old != new:
+            raise DistganError(
+                f"{folder}: saved with {key}={old}, but this run has {key}={new}; resume with the same "
+                "model and image shape, or start a new --output-dir"
+            )
+
+
+def match_global_batch(folder: Path, cfg: Config, world_size: int) -> list[str]:
+    """Keep the checkpoint's global batch when the number of processes changed (via grad_accum)."""
+    state = json.loads((folder / "state.json").read_text())
+    saved_world, saved_global = state.get("world_size", world_size), state.get("global_batch", 0)
+    if saved_world == world_size or not saved_global:
+        return []
+    per_step = cfg.train.batch_size * world_size
+    if saved_global % per_step:
+        raise DistganError(
+            f"{folder}: saved with {saved_world} processes and a global batch of {saved_global}; with "
+            f"{world_size} processes x train.batch_size={cfg.train.batch_size} no whole train.grad_accum keeps it; "
+            f"set train.batch_size so that {saved_global} is a multiple of batch_size x {world_size}"
+        )
+    cfg.train.grad_accum = saved_global // per_step
+    return [
+        f"resuming {saved_world} processes' run on {world_size}: train.grad_accum={cfg.train.grad_accum} keeps "
+        f"the global batch of {saved_global}; the data stream restarts at the next epoch (its position is per process)"
+    ]
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
