@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +59,7 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
     family_cls = get_family(cfg.model.family)
     check_runtime(cfg)
     mixed_precision = resolve_mixed_precision(cfg)
+    check_output_dir(run_dir)
     found, notes = ckpt.find_checkpoint(run_dir, resume) if resume else (None, [])
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise DistganError(
@@ -68,6 +71,25 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
         notes += ckpt.match_global_batch(found, cfg, world_size)
     stream = ImageStream(cfg.data, family_cls.columns)
     return Prepared(cfg, family_cls, stream, mixed_precision, found, notes)
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """--output-dir must be a directory we can write in (or one we can create): known before anything starts.
+
+    The check writes a probe file rather than asking os.access, which says yes to root on a read-only mount."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DistganError(f"--output-dir {run_dir}: is a file, not a directory; choose another --output-dir")
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not existing.is_dir():
+        raise DistganError(f"--output-dir {run_dir}: cannot be created, {existing} is a file; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".distgan-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DistganError(
+            f"--output-dir {run_dir}: cannot write in {existing} ({e.strerror}); choose a writable --output-dir"
+        ) from None
 
 
 def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str, Any]:
@@ -131,11 +153,17 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
     if p.checkpoint:
         state, position = ckpt.load_checkpoint(p.checkpoint, contents(nets, phases, precision), rank, world)
         fixed = ckpt.read_tensors(p.checkpoint, "samples")
+        p.notes.extend(apply_hyperparameters(cfg, phases))
     state.world_size, state.global_batch = world, B * cfg.train.grad_accum * world
 
     if acc.is_main_process:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        with ckpt.disk_errors(run_dir, "the run directory"):
+            (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            ckpt.write_atomic(run_dir / "config.yaml", dump_config(cfg))
+            p.notes.extend(ckpt.start_line(run_dir / "checkpoints", p.checkpoint))
+            if p.checkpoint and ckpt.exported_step(run_dir / "generator") != state.step:  # missing, or not this line's
+                ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+                p.notes.append(f"re-exported {run_dir / 'generator'} from {p.checkpoint.name}")
     if mode != "disabled":
         name = cfg.log.run_name or run_dir.name
         acc.init_trackers(cfg.log.project, cfg.to_dict(), wandb_init_kwargs(run_dir, mode, name, state.wandb_run_id))
@@ -189,12 +217,15 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
             if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
                 stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
             if stop == "diverged":
-                latest, _ = ckpt.find_checkpoint(run_dir, "latest")
+                if acc.is_main_process:  # what was saved inside the streak must not be resumed from
+                    ckpt.set_aside_nonfinite(run_dir / "checkpoints")
+                acc.wait_for_everyone()
+                good = [c for c in ckpt.list_checkpoints(run_dir / "checkpoints") if ckpt.nonfinite_streak(c) == 0]
                 acc.end_training()  # close the W&B run: what was logged up to here stays readable
                 raise TrainingDiverged(
                     f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
-                    f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
-                    "then --resume latest"
+                    f"(each skipped); last good checkpoint: {good[-1] if good else 'none'}; lower train.lr_g/lr_d "
+                    "or use bf16, then " + ("--resume latest" if good else "start again in a new --output-dir")
                 )
             last = state.step >= cfg.train.max_steps or stop is not None
             if state.step % cfg.log.every == 0 or last:
@@ -208,8 +239,10 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
                     {k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values}
                 )
             if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
-                write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
+                with ckpt.disk_errors(run_dir / "samples", "the sample grid"):
+                    write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
             if state.step % cfg.checkpoint.every == 0 or last:
+                state.nonfinite_streak = int(nonfinite_streak.item())  # one host sync per checkpoint
                 save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
         bar.close()
     finally:
@@ -224,7 +257,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         "step": state.step,
         "stopped_by": stop,
         "samples": str(run_dir / "samples" / f"step_{state.step:09d}.png"),
-        "checkpoint": str(ckpt.step_dir(run_dir / "checkpoints", state.step)),
+        "checkpoint": str(run_dir / "checkpoints" / (ckpt.read_latest(run_dir / "checkpoints") or "")),
         "generator": str(run_dir / "generator"),
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
@@ -334,4 +367,23 @@ def save_checkpoint(
     held = contents(nets, phases, precision, fixed)
     ckpt.save_checkpoint(acc, run_dir, held, state, position, dump_config(cfg), cfg.checkpoint.keep)
     if acc.is_main_process:
-        ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+        with ckpt.disk_errors(run_dir / "generator", "the exported generator"):
+            ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+
+
+def apply_hyperparameters(cfg: Config, phases: list[Phase]) -> list[str]:
+    """The config's learning rates and betas replace the checkpoint's in the loaded optimisers (lowering them
+    after a divergence is the usual fix); returns one note naming what changed, if anything did."""
+    lrs = {"D": ("train.lr_d", cfg.train.lr_d), "G": ("train.lr_g", cfg.train.lr_g)}
+    betas = tuple(cfg.train.betas)
+    changed: dict[str, str] = {}  # key -> "key=new (checkpoint: old)", each key once
+    for phase in phases:
+        key, lr = lrs[phase.name]
+        for group in phase.optimizer.param_groups:
+            if group["lr"] != lr:
+                changed.setdefault(key, f"{key}={lr:g} (checkpoint: {group['lr']:g})")
+            if tuple(group["betas"]) != betas:
+                changed.setdefault("train.betas", f"train.betas={list(betas)} (checkpoint: {list(group['betas'])})")
+            group["lr"], group["betas"] = lr, betas
+    ordered = [changed[k] for k in ("train.lr_d", "train.lr_g", "train.betas") if k in changed]
+    return [f"resuming with {', '.join(ordered)}: applied to the optimisers"] if ordered else []
