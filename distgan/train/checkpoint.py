@@ -383,8 +383,8 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     previous = Path(os.readlink(out)).name if out.is_symlink() else ""
-    if folder.exists():
-        shutil.rmtree(folder)  # the same step exported again; `out` may name it for this instant
+    while folder.exists():  # the same step exported again: `out` may name the existing folder, keep it
+        folder = folder.with_name(folder.name + "+")
     os.replace(tmp, folder)
     link = out.with_name(f".{out.name}.link")
     link.unlink(missing_ok=True)

@@ -195,4 +195,6 @@ def test_the_exported_generator_is_replaced_in_one_step(tmp_path: Path) -> None:
         assert set(p.name for p in out.iterdir()) == {"model.safetensors", "config.json"}
     versions = sorted(p.name for p in (tmp_path / ckpt.GENERATOR_VERSIONS).iterdir())
     assert versions == ["step_000000004", "step_000000006"]  # the previous one stays one export longer
+    ckpt.export_generator(torch.nn.Linear(2, 2), {"step": 6}, out)  # the same step again: a new folder
+    assert ckpt.exported_step(out) == 6 and (out / "model.safetensors").is_file()
     assert ckpt.exported_step(tmp_path / "nothing") is None
