@@ -40,6 +40,7 @@ class StopSignals:
     def __init__(self, watch_launcher: bool | None = None) -> None:
         self.received: str | None = None
         self._first_sigint: float | None = None
+        self._pid = os.getpid()  # forked DataLoader workers inherit the handler; only this process acts
         self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         self._done = threading.Event()
         if watch_launcher is None:
@@ -49,6 +50,8 @@ class StopSignals:
             threading.Thread(target=self._watch, args=(parent,), name="distgan-launcher-watch", daemon=True).start()
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked worker (the terminal's Ctrl-C reaches it too): ignore
+            return
         if signum == signal.SIGINT:
             now = time.monotonic()
             if self._first_sigint is not None and now - self._first_sigint > self.SIGINT_REPEAT_S:
