@@ -77,31 +77,33 @@ def _resumed_from(result: subprocess.CompletedProcess) -> str:
     return result.stdout.split('"resume_from": "')[1].split('"')[0]
 
 
-def test_latest_after_damage_and_branches(tmp_path: Path, digits: Path, trained: Path) -> None:
+def test_latest_after_branches_and_damage(tmp_path: Path, digits: Path, trained: Path) -> None:
     out = _copy(trained, tmp_path / "run")  # checkpoints 2 and 4
     root = out / "checkpoints"
-    weights = root / "step_000000004" / "D.safetensors"
+    # --resume PATH to an older step starts a new line: step 4 is moved aside, not resumed later, not deleted
+    result = _train(out, digits, "--resume", str(root / "step_000000002"), "train.max_steps=3")
+    assert_ok(result)
+    assert "moved the later checkpoints step_000000004" in result.stdout
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_000000002", "step_000000003"]
+    # a damaged head with checkpoint.keep=1: resumed from the good one, which is pruned only after the new
+    # checkpoint is in place; the damaged one is moved aside
+    weights = root / "step_000000003" / "D.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    # damaged newest + keep=1: the damaged one is moved aside, the good one is resumed and pruned only after
-    # the new checkpoint is in place
     result = _train(out, digits, "--resume", "latest", "checkpoint.keep=1", "train.max_steps=3")
     assert_ok(result)
-    assert "skipping damaged checkpoint" in result.stdout and "starts a new line of history" in result.stdout
-    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_000000003"]
-    assert ckpt.read_latest(root) == "step_000000003"
-    assert [p.name for p in root.glob("abandoned/*/step_*")] == ["step_000000004"]  # kept, never resumed
-    # --resume PATH to an older step, then --resume latest: stays on the new line
-    assert_ok(_train(out, digits, "--resume", "latest", "train.max_steps=6"))  # checkpoints 4 and 6
-    result = _train(out, digits, "--resume", str(root / "step_000000004"), "train.max_steps=5")
+    assert "skipping damaged checkpoint" in result.stdout and _resumed_from(result) == str(root / "step_000000002")
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_000000003"] and ckpt.read_latest(
+        root
+    ) == "step_000000003"
+    ckpt.verify(root / "step_000000003")
+    assert sorted(p.name for p in root.glob("abandoned/*/step_*")) == ["step_000000003", "step_000000004"]
+    # nothing left to train, generator gone (as if killed mid-export): re-exported from the head
+    (out / "generator").unlink()
+    result = _train(out, digits, "--resume", "latest", "train.max_steps=3")
     assert_ok(result)
-    assert "moved the later checkpoints step_000000006" in result.stdout
-    (out / "generator").unlink()  # as if killed between two steps of an export
-    result = _train(out, digits, "--resume", "latest", "train.max_steps=5")  # nothing left to train
-    assert_ok(result)
-    assert _resumed_from(result) == str(root / "step_000000005")
-    assert f"re-exported {out / 'generator'} from step_000000005" in result.stdout
-    assert ckpt.exported_step(out / "generator") == 5
-    assert sorted(p.name for p in root.glob("abandoned/*/step_*")) == ["step_000000004", "step_000000006"]
+    assert _resumed_from(result) == str(root / "step_000000003")
+    assert f"re-exported {out / 'generator'} from step_000000003" in result.stdout
+    assert ckpt.exported_step(out / "generator") == 3
 
 
 def test_every_checkpoint_damaged_is_refused_and_nothing_is_touched(
