@@ -11,6 +11,9 @@ replaces or damages an earlier checkpoint; only the newest `keep` are kept. Load
 against the manifest and never unpickles anything.
 The exported generator (`generator/model.safetensors` + `generator/config.json`) is separate: it is
 all that sampling needs, without the training config.
+
+`save_checkpoint` / `load_checkpoint` take the state to store by name (`Contents`), so a module with state of
+its own (an EMA generator, say) adds an entry instead of editing this file.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ import json
 import os
 import random
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+import distgan
+from distgan.config import Config, dump_config
 from distgan.errors import DistganError
+from distgan.family import Family
 
 STEP_PREFIX = "step_"
 
@@ -105,19 +118,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- checkpoint folders ----------------------------------------------------------------------------
+# The rule for `latest` (README, Fault tolerance): `latest` names the head of the run's line of history and a
+# checkpoint counts as published once `latest` has named it. `--resume latest` starts from that head, or, when
+# it is damaged, from the newest older checkpoint that verifies; never from a newer folder. Resuming from an
+# older step starts a new line: the checkpoints after it (an abandoned line, or damaged ones skipped) are moved
+# to `checkpoints/abandoned/`, never resumed from and never deleted.
+MANIFEST = "manifest.json"
+ABANDONED = "abandoned"
+
+
 def step_dir(root: Path, step: int) -> Path:
     return root / f"{STEP_PREFIX}{step:09d}"
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Published checkpoint folders (with a manifest), oldest first; not yet verified."""
+def _step_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / MANIFEST).exists()]
-    return sorted(found)
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX))
 
 
-MANIFEST = "manifest.json"
+def list_checkpoints(root: Path) -> list[Path]:
+    """Published checkpoint folders (with a manifest), oldest first; not yet verified."""
+    return [p for p in _step_folders(root) if (p / MANIFEST).exists()]
+
+
+def read_latest(root: Path) -> str | None:
+    """The folder name `latest` holds, or None when there is no (usable) `latest` file."""
+    try:
+        name = (root / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if name.startswith(STEP_PREFIX) and "/" not in name else None
 
 
 def write_manifest(folder: Path) -> None:
@@ -135,6 +166,8 @@ def verify(folder: Path) -> None:
         raise DistganError(
             f"{manifest}: unreadable checkpoint manifest ({type(e).__name__}); incomplete checkpoint"
         ) from None
+    if not _manifest_shape_ok(entries):
+        raise DistganError(f"{manifest}: not a distgan checkpoint manifest (expected file name -> bytes, sha256)")
     for name, entry in entries.items():
         file = folder / name
         if not file.is_file():
@@ -144,6 +177,23 @@ def verify(folder: Path) -> None:
             raise DistganError(f"{file}: truncated or changed ({size} bytes, {entry['bytes']} written)")
         if _sha256(file) != entry["sha256"]:
             raise DistganError(f"{file}: corrupted (checksum differs from when it was written)")
+
+
+def _manifest_shape_ok(entries: Any) -> bool:
+    """{plain file name: {"bytes": int, "sha256": str}}, as write_manifest writes it, and not empty."""
+    return (
+        isinstance(entries, dict)
+        and bool(entries)
+        and all(
+            isinstance(name, str)
+            and name == Path(name).name
+            and name not in ("", ".", "..")
+            and isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+            for name, entry in entries.items()
+        )
+    )
 
 
 def _sha256(file: Path) -> str:
@@ -157,40 +207,52 @@ def _sha256(file: Path) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Replace a small text file in one step (write, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
+def nonfinite_streak(folder: Path) -> int:
+    """Steps in a row skipped as non-finite when the checkpoint was written (0: a good checkpoint)."""
+    try:
+        return int(json.loads((folder / "state.json").read_text()).get("nonfinite_streak", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
 def publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
-    """Rename a fully written temporary folder into place, point `latest` at it, prune old ones."""
+    """Rename a fully written temporary folder into place, point `latest` at it, prune old ones.
+
+    Pruning keeps the newest `keep` checkpoints and, in addition, the newest good one (written outside a
+    non-finite streak), so that checkpoints from inside a streak never push the last good one out.
+    """
     if final.exists():  # the same step saved twice (e.g. end of run right after a periodic save)
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_atomic(root / "latest", final.name + "\n")
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    line = [p for p in list_checkpoints(root) if p.name <= final.name]  # never newer ones: see the rule above
+    good = [p for p in line if nonfinite_streak(p) == 0]
+    protected = set(line[-keep:]) | set(good[-1:])
+    for old in line:
+        if old not in protected:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]:
     """The checkpoint to resume and notes for the user.
 
-    `latest`: the newest checkpoint of run_dir that verifies (damaged ones are skipped, with a note);
-    None if there is none yet. A path: that checkpoint folder (or a run / checkpoints folder's latest),
-    which must verify.
+    `latest`: the checkpoint `latest` names, or the newest older one that verifies (each one skipped gets a
+    note); None when the run has no checkpoint folder yet; a DistganError when it has some but none verifies.
+    A path: that checkpoint folder (or a run / checkpoints folder's latest), which must verify.
     """
     if resume == "latest":
-        notes = []
-        for candidate in reversed(list_checkpoints(run_dir / "checkpoints")):
-            try:
-                verify(candidate)
-            except DistganError as e:
-                notes.append(f"skipping damaged checkpoint: {e}")
-                continue
-            return candidate, notes
-        return None, notes
+        return _find_latest(run_dir / "checkpoints")
     path = Path(resume)
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
@@ -202,6 +264,78 @@ def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]
         )
     verify(path)
     return path, []
+
+
+def _find_latest(root: Path) -> tuple[Path | None, list[str]]:
+    folders = _step_folders(root)
+    head = read_latest(root)
+    notes = []
+    if head is not None:
+        if not (root / head).is_dir():
+            notes.append(f"{root / 'latest'} names {head}, which is missing; falling back to an older checkpoint")
+        newer = [p for p in folders if p.name > head]
+        if newer:
+            notes.append(
+                f"not resuming from {', '.join(p.name for p in newer)}: newer than {root / 'latest'} ({head}), "
+                "so not part of this run's line of history"
+            )
+        folders = [p for p in folders if p.name <= head]
+    for candidate in reversed(folders):
+        if not (candidate / MANIFEST).exists():
+            notes.append(f"skipping {candidate}: no {MANIFEST} (an unfinished or foreign folder)")
+            continue
+        try:
+            verify(candidate)
+        except DistganError as e:
+            notes.append(f"skipping damaged checkpoint: {e}")
+            continue
+        return candidate, notes
+    if folders:
+        raise DistganError(
+            f"--resume latest: no checkpoint in {root} verifies ({'; '.join(notes)}); "
+            "give --resume a checkpoint folder that verifies, or move the folder away to start afresh"
+        )
+    return None, notes
+
+
+def start_line(root: Path, resumed: Path | None) -> list[str]:
+    """Make the resumed checkpoint the head of the run's line of history (main process, before training).
+
+    Checkpoint folders of `root` after its step (an abandoned line, or damaged ones that were skipped) move to
+    `root/abandoned/<time>/`: never resumed from, never pruned, never deleted. Returns a note, if any moved.
+    """
+    if resumed is None:
+        return []
+    later = [p for p in _step_folders(root) if p.name > resumed.name]
+    if not later:
+        if resumed.parent.resolve() == root.resolve():
+            write_atomic(root / "latest", resumed.name + "\n")
+        return []
+    aside = root / ABANDONED / time.strftime("%Y%m%dT%H%M%S")
+    while aside.exists():
+        aside = aside.with_name(aside.name + "+")
+    aside.mkdir(parents=True)
+    for folder in later:
+        os.replace(folder, aside / folder.name)
+    if resumed.parent.resolve() == root.resolve():
+        write_atomic(root / "latest", resumed.name + "\n")
+    else:
+        (root / "latest").unlink(missing_ok=True)  # the first checkpoint of this run will set it
+    return [
+        f"resuming at {resumed.name} starts a new line of history: moved the later checkpoints "
+        f"{', '.join(p.name for p in later)} to {aside} (not resumed from, not deleted)"
+    ]
+
+
+def set_aside_nonfinite(root: Path) -> Path | None:
+    """After a divergence: move the checkpoints written inside the non-finite streak after the last good one
+    to `abandoned/`, point `latest` at that good one and return it (None when there is none)."""
+    line = list_checkpoints(root)
+    good = [p for p in line if nonfinite_streak(p) == 0]
+    if not good:
+        return None
+    start_line(root, good[-1])
+    return good[-1]
 
 
 def load_weights(module: torch.nn.Module, file: Path) -> None:
@@ -227,16 +361,212 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
     module.load_state_dict(state)
 
 
+GENERATOR_VERSIONS = ".generator-versions"
+
+
 def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
-    """Write `out/model.safetensors` + `out/config.json` (family, params, data spec), replacing atomically."""
-    tmp = out.with_name(f".{out.name}.tmp")
+    """Write the generator (`model.safetensors` + `config.json`: family, params, data spec) and publish it.
+
+    `out` is a symbolic link to a complete folder under `.generator-versions/`; it is replaced by renaming a
+    new link over it, one atomic step, so a crash at any moment leaves `out` naming a complete generator.
+    The previous version is kept one export longer (a sampler may be reading it).
+    """
+    versions = out.parent / GENERATOR_VERSIONS
+    folder = versions / f"{STEP_PREFIX}{meta['step']:09d}"
+    tmp = versions / f".tmp-{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        save_file(_cpu_state(G), str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    previous = Path(os.readlink(out)).name if out.is_symlink() else ""
+    while folder.exists():  # the same step exported again: `out` may name the existing folder, keep it
+        folder = folder.with_name(folder.name + "+")
+    os.replace(tmp, folder)
+    link = out.with_name(f".{out.name}.link")
+    link.unlink(missing_ok=True)
+    os.symlink(f"{GENERATOR_VERSIONS}/{folder.name}", link)
+    if out.is_dir() and not out.is_symlink():  # a plain folder from an older distgan: moved aside once
+        os.replace(out, versions / "pre-versions")
+    os.replace(link, out)
+    keep = {folder.name, previous}
+    for old in versions.iterdir():
+        if old.name not in keep and not old.name.startswith(".tmp-"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def exported_step(out: Path) -> int | None:
+    """The step of the exported generator, or None when there is none (or it is unreadable)."""
+    try:
+        return int(json.loads((out / "config.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:
+    """What `distgan.sampling.load_generator` needs to rebuild G without the training config."""
+    return {
+        "family": cfg.model.family,
+        "params": cfg.to_dict()["model"],
+        "spec": family.spec.to_dict(),
+        "step": step,
+        "distgan_version": distgan.__version__,
+        "config": yaml.safe_load(dump_config(cfg)),
+    }
+
+
+# --- what a checkpoint holds -----------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Progress counters saved in every checkpoint (per-rank RNG and data position live beside it)."""
+
+    step: int = 0
+    images_seen: int = 0
+    wandb_run_id: str | None = None
+    world_size: int = 1
+    global_batch: int = 0
+    nonfinite_streak: int = 0  # steps in a row skipped as non-finite when saved; 0 marks a good checkpoint
+
+
+@dataclass
+class Contents:
+    """The state a checkpoint stores, by name: each entry becomes its own files, sealed by the manifest.
+
+    modules: `<name>.safetensors` (state dict); optimizers: `opt_<name>.{safetensors,json}`; scalers:
+    `scaler_<name>.json`; tensors: `<name>.safetensors` (plain tensors, read back with `read_tensors`).
+    """
+
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    acc: Accelerator,
+    run_dir: Path,
+    contents: Contents,
+    state: TrainState,
+    position: tuple[int, int],
+    config_text: str,
+    keep: int,
+) -> Path:
+    """All ranks: each writes its RNG and data position; the main process writes the rest and publishes
+    the folder atomically (temporary folder, manifest last, rename). Returns the published folder."""
+    root = run_dir / "checkpoints"
+    final = step_dir(root, state.step)
+    tmp = root / f".tmp-{final.name}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with disk_errors(tmp, "the checkpoint"):
+            tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    with disk_errors(tmp, "the checkpoint"):
+        _write_contents(acc, tmp, contents, state, position, config_text)
+    acc.wait_for_everyone()  # every rank's file is in place before the manifest seals the folder
+    if acc.is_main_process:
+        with disk_errors(tmp, "the checkpoint"):
+            write_manifest(tmp)
+            publish(tmp, final, root, keep)
+    return final
+
+
+def _write_contents(
+    acc: Accelerator, tmp: Path, contents: Contents, state: TrainState, position: tuple[int, int], config_text: str
+) -> None:
+    save_tree({"rng": rng_state(), "data": list(position)}, tmp, f"rank_{acc.process_index}")
+    if acc.is_main_process:
+        for name, module in contents.modules.items():
+            save_file(_cpu_state(module), str(tmp / f"{name}.safetensors"))
+        for name, tensors in contents.tensors.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+        for name, optimizer in contents.optimizers.items():
+            save_tree(optimizer.state_dict(), tmp, f"opt_{name}")
+        for name, scaler in contents.scalers.items():
+            (tmp / f"scaler_{name}.json").write_text(json.dumps(scaler.state_dict()))
+        (tmp / "state.json").write_text(json.dumps(asdict(state)))
+        (tmp / "config.yaml").write_text(config_text)
+
+
+@contextmanager
+def disk_errors(path: Path, what: str) -> Iterator[None]:
+    """A failed write (full disk, read-only or vanished folder) becomes one line naming it; the temporary
+    files of the write are removed, and what was published before is untouched."""
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        if path.name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        where = getattr(e, "filename", None) or path
+        raise DistganError(
+            f"{where}: cannot write {what} ({reason}); what was written before is untouched: free space or "
+            "fix the folder, then --resume latest"
+        ) from None
+
+
+def load_checkpoint(folder: Path, contents: Contents, rank: int, world: int) -> tuple[TrainState, tuple[int, int]]:
+    """Restore every module, optimizer and (enabled) scaler of `contents`, and the counters; this rank's RNG
+    and data position if the number of processes is unchanged (else the stream restarts at the next epoch)."""
+    for name, module in contents.modules.items():
+        load_weights(module, folder / f"{name}.safetensors")
+    for name, optimizer in contents.optimizers.items():
+        optimizer.load_state_dict(load_tree(folder, f"opt_{name}"))
+    for name, scaler in contents.scalers.items():
+        scaler_state = json.loads((folder / f"scaler_{name}.json").read_text())
+        if scaler_state and scaler.is_enabled():
+            scaler.load_state_dict(scaler_state)
+    saved = json.loads((folder / "state.json").read_text())
+    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
+    if state.world_size == world:
+        rank_state = load_tree(folder, f"rank_{rank}")
+        set_rng_state(rank_state["rng"])
+        return state, tuple(rank_state["data"])
+    epoch = load_tree(folder, "rank_0")["data"][0]
+    return state, (epoch + 1, 0)
+
+
+def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """A `Contents.tensors` entry of a saved checkpoint."""
+    return load_file(str(folder / f"{name}.safetensors"))
+
+
+def check_compatible(folder: Path, cfg: Config) -> None:
+    """A checkpoint of another family, model shape or data shape is a clear error, not a size mismatch."""
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    now = cfg.to_dict()
+    pairs = [(f"model.{k}", saved["model"].get(k), v) for k, v in now["model"].items()]
+    pairs += [(f"data.{k}", saved["data"].get(k), now["data"][k]) for k in ("image_size", "channels", "num_classes")]
+    for key, old, new in pairs:
+        if old != new:
+            raise DistganError(
+                f"{folder}: saved with {key}={old}, but this run has {key}={new}; resume with the same "
+                "model and image shape, or start a new --output-dir"
+            )
+
+
+def match_global_batch(folder: Path, cfg: Config, world_size: int) -> list[str]:
+    """Keep the checkpoint's global batch when the number of processes changed (via grad_accum)."""
+    state = json.loads((folder / "state.json").read_text())
+    saved_world, saved_global = state.get("world_size", world_size), state.get("global_batch", 0)
+    if saved_world == world_size or not saved_global:
+        return []
+    per_step = cfg.train.batch_size * world_size
+    if saved_global % per_step:
+        raise DistganError(
+            f"{folder}: saved with {saved_world} processes and a global batch of {saved_global}; with "
+            f"{world_size} processes x train.batch_size={cfg.train.batch_size} no whole train.grad_accum keeps it; "
+            f"set train.batch_size so that {saved_global} is a multiple of batch_size x {world_size}"
+        )
+    cfg.train.grad_accum = saved_global // per_step
+    return [
+        f"resuming {saved_world} processes' run on {world_size}: train.grad_accum={cfg.train.grad_accum} keeps "
+        f"the global batch of {saved_global}; the data stream restarts at the next epoch (its position is per process)"
+    ]
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
+import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-import distgan
 from distgan.config import Config, dump_config
 from distgan.data import ImageStream
 from distgan.errors import DistganError, TrainingDiverged
@@ -38,17 +36,6 @@ from distgan.train.setup import (
 )
 from distgan.train.signals import StopSignals
 from distgan.train.step import Nets, Phase, run_phase
-
-
-@dataclass
-class TrainState:
-    """Progress counters saved in every checkpoint (per-rank RNG and data position live beside it)."""
-
-    step: int = 0
-    images_seen: int = 0
-    wandb_run_id: str | None = None
-    world_size: int = 1
-    global_batch: int = 0
 
 
 @dataclass
@@ -72,6 +59,7 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
     family_cls = get_family(cfg.model.family)
     check_runtime(cfg)
     mixed_precision = resolve_mixed_precision(cfg)
+    check_output_dir(run_dir)
     found, notes = ckpt.find_checkpoint(run_dir, resume) if resume else (None, [])
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise DistganError(
@@ -79,44 +67,29 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
             "or choose another --output-dir"
         )
     if found is not None:
-        check_compatible(found, cfg)
-        notes += match_global_batch(found, cfg, world_size)
+        ckpt.check_compatible(found, cfg)
+        notes += ckpt.match_global_batch(found, cfg, world_size)
     stream = ImageStream(cfg.data, family_cls.columns)
     return Prepared(cfg, family_cls, stream, mixed_precision, found, notes)
 
 
-def check_compatible(folder: Path, cfg: Config) -> None:
-    """A checkpoint of another family, model shape or data shape is a clear error, not a size mismatch."""
-    saved = yaml.safe_load((folder / "config.yaml").read_text())
-    now = cfg.to_dict()
-    pairs = [(f"model.{k}", saved["model"].get(k), v) for k, v in now["model"].items()]
-    pairs += [(f"data.{k}", saved["data"].get(k), now["data"][k]) for k in ("image_size", "channels", "num_classes")]
-    for key, old, new in pairs:
-        if old != new:
-            raise DistganError(
-                f"{folder}: saved with {key}={old}, but this run has {key}={new}; resume with the same "
-                "model and image shape, or start a new --output-dir"
-            )
+def check_output_dir(run_dir: Path) -> None:
+    """--output-dir must be a directory we can write in (or one we can create): known before anything starts.
 
-
-def match_global_batch(folder: Path, cfg: Config, world_size: int) -> list[str]:
-    """Keep the checkpoint's global batch when the number of processes changed (via grad_accum)."""
-    state = json.loads((folder / "state.json").read_text())
-    saved_world, saved_global = state.get("world_size", world_size), state.get("global_batch", 0)
-    if saved_world == world_size or not saved_global:
-        return []
-    per_step = cfg.train.batch_size * world_size
-    if saved_global % per_step:
+    The check writes a probe file rather than asking os.access, which says yes to root on a read-only mount."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DistganError(f"--output-dir {run_dir}: is a file, not a directory; choose another --output-dir")
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not existing.is_dir():
+        raise DistganError(f"--output-dir {run_dir}: cannot be created, {existing} is a file; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".distgan-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
         raise DistganError(
-            f"{folder}: saved with {saved_world} processes and a global batch of {saved_global}; with "
-            f"{world_size} processes x train.batch_size={cfg.train.batch_size} no whole train.grad_accum keeps it; "
-            f"set train.batch_size so that {saved_global} is a multiple of batch_size x {world_size}"
-        )
-    cfg.train.grad_accum = saved_global // per_step
-    return [
-        f"resuming {saved_world} processes' run on {world_size}: train.grad_accum={cfg.train.grad_accum} keeps "
-        f"the global batch of {saved_global}; the data stream restarts at the next epoch (its position is per process)"
-    ]
+            f"--output-dir {run_dir}: cannot write in {existing} ({e.strerror}); choose a writable --output-dir"
+        ) from None
 
 
 def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str, Any]:
@@ -176,14 +149,21 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
 
     family, nets, phases = build_training(acc, cfg, p.family_cls(cfg.model, p.stream.spec))
     precision = Precision(p.mixed_precision, acc.device.type)
-    state, position, fixed = TrainState(), (0, 0), None
+    state, position, fixed = ckpt.TrainState(), (0, 0), None
     if p.checkpoint:
-        state, position, fixed = load_checkpoint(p.checkpoint, nets, phases, precision, rank, world)
+        state, position = ckpt.load_checkpoint(p.checkpoint, contents(nets, phases, precision), rank, world)
+        fixed = ckpt.read_tensors(p.checkpoint, "samples")
+        p.notes.extend(apply_hyperparameters(cfg, phases))
     state.world_size, state.global_batch = world, B * cfg.train.grad_accum * world
 
     if acc.is_main_process:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        with ckpt.disk_errors(run_dir, "the run directory"):
+            (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            ckpt.write_atomic(run_dir / "config.yaml", dump_config(cfg))
+            p.notes.extend(ckpt.start_line(run_dir / "checkpoints", p.checkpoint))
+            if p.checkpoint and ckpt.exported_step(run_dir / "generator") != state.step:  # missing, or not this line's
+                ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+                p.notes.append(f"re-exported {run_dir / 'generator'} from {p.checkpoint.name}")
     if mode != "disabled":
         name = cfg.log.run_name or run_dir.name
         acc.init_trackers(cfg.log.project, cfg.to_dict(), wandb_init_kwargs(run_dir, mode, name, state.wandb_run_id))
@@ -237,12 +217,15 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
             if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
                 stop = control_check(acc, cfg, t_start, signals, nonfinite_streak)
             if stop == "diverged":
-                latest, _ = ckpt.find_checkpoint(run_dir, "latest")
+                if acc.is_main_process:  # what was saved inside the streak must not be resumed from
+                    ckpt.set_aside_nonfinite(run_dir / "checkpoints")
+                acc.wait_for_everyone()
+                good = [c for c in ckpt.list_checkpoints(run_dir / "checkpoints") if ckpt.nonfinite_streak(c) == 0]
                 acc.end_training()  # close the W&B run: what was logged up to here stays readable
                 raise TrainingDiverged(
                     f"step {state.step}: {cfg.train.max_nonfinite} steps in a row had non-finite losses or gradients "
-                    f"(each skipped); last good checkpoint: {latest or 'none'}; lower train.lr_g/lr_d or use bf16, "
-                    "then --resume latest"
+                    f"(each skipped); last good checkpoint: {good[-1] if good else 'none'}; lower train.lr_g/lr_d "
+                    "or use bf16, then " + ("--resume latest" if good else "start again in a new --output-dir")
                 )
             last = state.step >= cfg.train.max_steps or stop is not None
             if state.step % cfg.log.every == 0 or last:
@@ -256,8 +239,10 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
                     {k: f"{values[k]:.3g}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in values}
                 )
             if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
-                write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
+                with ckpt.disk_errors(run_dir / "samples", "the sample grid"):
+                    write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
             if state.step % cfg.checkpoint.every == 0 or last:
+                state.nonfinite_streak = int(nonfinite_streak.item())  # one host sync per checkpoint
                 save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
         bar.close()
     finally:
@@ -272,7 +257,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         "step": state.step,
         "stopped_by": stop,
         "samples": str(run_dir / "samples" / f"step_{state.step:09d}.png"),
-        "checkpoint": str(ckpt.step_dir(run_dir / "checkpoints", state.step)),
+        "checkpoint": str(run_dir / "checkpoints" / (ckpt.read_latest(run_dir / "checkpoints") or "")),
         "generator": str(run_dir / "generator"),
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
@@ -356,6 +341,16 @@ def write_samples(
         acc.log({"samples": wandb.Image(grid, caption=f"step {step}")}, step=step)
 
 
+def contents(nets: Nets, phases: list[Phase], precision: Precision, fixed: dict | None = None) -> ckpt.Contents:
+    """What a checkpoint of this loop holds: G, D, their optimisers and scalers, the fixed sample inputs."""
+    return ckpt.Contents(
+        modules={"G": nets.G_plain, "D": nets.D_plain},
+        optimizers={phase.name: phase.optimizer for phase in phases},
+        scalers=dict(precision.scalers),
+        tensors={"samples": fixed} if fixed is not None else {},
+    )
+
+
 def save_checkpoint(
     acc: Accelerator,
     cfg: Config,
@@ -363,71 +358,32 @@ def save_checkpoint(
     nets: Nets,
     phases: list[Phase],
     precision: Precision,
-    state: TrainState,
+    state: ckpt.TrainState,
     position: tuple[int, int],
     fixed: dict[str, torch.Tensor],
     run_dir: Path,
 ) -> None:
-    """All ranks: each writes its RNG and data position; the main process writes the rest and publishes
-    the folder atomically (temporary folder, manifest last, rename)."""
-    root = run_dir / "checkpoints"
-    final = ckpt.step_dir(root, state.step)
-    tmp = root / f".tmp-{final.name}"
+    """Write and publish a checkpoint (all ranks), then export the generator (main process)."""
+    held = contents(nets, phases, precision, fixed)
+    ckpt.save_checkpoint(acc, run_dir, held, state, position, dump_config(cfg), cfg.checkpoint.keep)
     if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    acc.wait_for_everyone()
-    ckpt.save_tree({"rng": ckpt.rng_state(), "data": list(position)}, tmp, f"rank_{acc.process_index}")
-    if acc.is_main_process:
-        save_file(_cpu_state(nets.G_plain), str(tmp / "G.safetensors"))
-        save_file(_cpu_state(nets.D_plain), str(tmp / "D.safetensors"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in fixed.items()}, str(tmp / "samples.safetensors"))
-        for phase in phases:
-            ckpt.save_tree(phase.optimizer.state_dict(), tmp, f"opt_{phase.name}")
-            (tmp / f"scaler_{phase.name}.json").write_text(json.dumps(precision.scalers[phase.name].state_dict()))
-        (tmp / "state.json").write_text(json.dumps(asdict(state)))
-        (tmp / "config.yaml").write_text(dump_config(cfg))
-    acc.wait_for_everyone()  # every rank's file is in place before the manifest seals the folder
-    if acc.is_main_process:
-        ckpt.write_manifest(tmp)
-        ckpt.publish(tmp, final, root, cfg.checkpoint.keep)
-        ckpt.export_generator(nets.G_plain, generator_meta(cfg, family, state.step), run_dir / "generator")
+        with ckpt.disk_errors(run_dir / "generator", "the exported generator"):
+            ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
 
 
-def load_checkpoint(
-    folder: Path, nets: Nets, phases: list[Phase], precision: Precision, rank: int, world: int
-) -> tuple[TrainState, tuple[int, int], dict[str, torch.Tensor]]:
-    """Restore weights, optimisers, scalers and counters; this rank's RNG and data position if the number
-    of processes is unchanged (else the stream restarts at the next epoch). Returns (state, position, fixed)."""
-    ckpt.load_weights(nets.G_plain, folder / "G.safetensors")
-    ckpt.load_weights(nets.D_plain, folder / "D.safetensors")
+def apply_hyperparameters(cfg: Config, phases: list[Phase]) -> list[str]:
+    """The config's learning rates and betas replace the checkpoint's in the loaded optimisers (lowering them
+    after a divergence is the usual fix); returns one note naming what changed, if anything did."""
+    lrs = {"D": ("train.lr_d", cfg.train.lr_d), "G": ("train.lr_g", cfg.train.lr_g)}
+    betas = tuple(cfg.train.betas)
+    changed: dict[str, str] = {}  # key -> "key=new (checkpoint: old)", each key once
     for phase in phases:
-        phase.optimizer.load_state_dict(ckpt.load_tree(folder, f"opt_{phase.name}"))
-        scaler_state = json.loads((folder / f"scaler_{phase.name}.json").read_text())
-        if scaler_state and precision.scalers[phase.name].is_enabled():
-            precision.scalers[phase.name].load_state_dict(scaler_state)
-    saved = json.loads((folder / "state.json").read_text())
-    state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
-    fixed = load_file(str(folder / "samples.safetensors"))
-    if state.world_size == world:
-        rank_state = ckpt.load_tree(folder, f"rank_{rank}")
-        ckpt.set_rng_state(rank_state["rng"])
-        return state, tuple(rank_state["data"]), fixed
-    epoch = ckpt.load_tree(folder, "rank_0")["data"][0]
-    return state, (epoch + 1, 0), fixed
-
-
-def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:
-    """What `distgan.sampling.load_generator` needs to rebuild G without the training config."""
-    return {
-        "family": cfg.model.family,
-        "params": cfg.to_dict()["model"],
-        "spec": family.spec.to_dict(),
-        "step": step,
-        "distgan_version": distgan.__version__,
-        "config": yaml.safe_load(dump_config(cfg)),
-    }
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        key, lr = lrs[phase.name]
+        for group in phase.optimizer.param_groups:
+            if group["lr"] != lr:
+                changed.setdefault(key, f"{key}={lr:g} (checkpoint: {group['lr']:g})")
+            if tuple(group["betas"]) != betas:
+                changed.setdefault("train.betas", f"train.betas={list(betas)} (checkpoint: {list(group['betas'])})")
+            group["lr"], group["betas"] = lr, betas
+    ordered = [changed[k] for k in ("train.lr_d", "train.lr_g", "train.betas") if k in changed]
+    return [f"resuming with {', '.join(ordered)}: applied to the optimisers"] if ordered else []

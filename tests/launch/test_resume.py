@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from distgan.errors import EXIT_DIVERGED, EXIT_PREEMPTED
-from distgan.train.checkpoint import load_tree
+from distgan.train.checkpoint import list_checkpoints, load_tree, read_latest
 from tests.conftest import REPO, TEST_CONFIGS, assert_ok, launch_train, run
 from tests.wandb_offline import read_offline_run
 
@@ -215,14 +215,33 @@ def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path, digits: Pat
     assert "exitcode  : -9" in stderr or "another process failed" in stderr
 
 
-def test_diverging_run_stops_with_status_4(tmp_path: Path, digits: Path) -> None:
-    out = tmp_path / "run"
-    cmd = _train_cmd(out, digits, "train.max_steps=200", "train.lr_d=1e38", "train.lr_g=1e38", "train.max_nonfinite=3")
-    cmd += ["train.control_every=1", "checkpoint.every=1"]
+def test_divergence_names_a_good_checkpoint_and_lower_learning_rates_apply(tmp_path: Path, digits: Path) -> None:
+    out, root = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    assert_ok(run(_train_cmd(out, digits, "train.max_steps=2")))  # a good checkpoint at step 2
+    cmd = _train_cmd(out, digits, "--resume", "latest", "train.max_steps=200", "train.lr_d=1e38", "train.lr_g=1e38")
+    cmd += ["train.max_nonfinite=3", "train.control_every=1", "checkpoint.every=1", "checkpoint.keep=1"]
     result = run(cmd)
     assert result.returncode == EXIT_DIVERGED, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: step ") and "3 steps in a row had non-finite" in line and "step_0000000" in line
+    assert line.startswith("error: step ") and "3 steps in a row had non-finite" in line
+    assert f"last good checkpoint: {root / 'step_000000002'};" in line  # not one saved inside the streak
+    assert [p.name for p in list_checkpoints(root)] == ["step_000000002"] and read_latest(root) == "step_000000002"
+    assert len(list(root.glob("abandoned/*/step_*"))) >= 1  # the streak's checkpoints: set aside, not deleted
+    lower = ["train.lr_d=1e-5", "train.lr_g=1e-5", "train.betas=[0.0,0.99]"]
+    result = run(_train_cmd(out, digits, "--resume", "latest", "train.max_steps=3", *lower))
+    assert_ok(result)
+    assert _resumed(result) == str(root / "step_000000002")
+    assert (
+        "resuming with train.lr_d=1e-05 (checkpoint: 0.0002), train.lr_g=1e-05 (checkpoint: 0.0002), "
+        "train.betas=[0.0, 0.99] (checkpoint: [0.5, 0.999]): applied to the optimisers" in result.stdout
+    )
+    for net in ("G", "D"):  # what the optimiser used is what config.yaml records
+        group = load_tree(root / "step_000000003", f"opt_{net}")["param_groups"][0]
+        assert group["lr"] == 1e-5 and tuple(group["betas"]) == (0.0, 0.99)
+
+
+def _resumed(result: subprocess.CompletedProcess) -> str:
+    return result.stdout.split('"resume_from": "')[1].split('"')[0]
 
 
 def test_a_signal_during_start_up_is_not_fatal(tmp_path: Path, digits: Path) -> None:

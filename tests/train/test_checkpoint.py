@@ -106,3 +106,95 @@ def test_weights_that_do_not_fit_name_the_file_and_key(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DistganError, match="bad.safetensors: cannot read checkpoint weights"):
         ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
+
+
+def _names(root: Path) -> list[str]:
+    return [p.name for p in ckpt.list_checkpoints(root)]
+
+
+def test_latest_is_the_head_of_the_line_and_a_branch_moves_later_ones_aside(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        _fake_checkpoint(root, step, keep=5)
+    (root / "latest").write_text("step_000000020\n")  # e.g. a crash between a publish and its `latest`
+    found, notes = ckpt.find_checkpoint(tmp_path, "latest")
+    assert found == ckpt.step_dir(root, 20) and "not resuming from step_000000030" in notes[0]
+    moved = ckpt.start_line(root, found)
+    assert len(moved) == 1 and "moved the later checkpoints step_000000030" in moved[0]
+    assert _names(root) == ["step_000000010", "step_000000020"]
+    assert [p.name for p in (root / ckpt.ABANDONED).glob("*/step_*")] == ["step_000000030"]  # kept, not deleted
+    _fake_checkpoint(root, 25, keep=1)  # the new line: pruning never looks at the abandoned one
+    assert _names(root) == ["step_000000025"] and (root / "latest").read_text().strip() == "step_000000025"
+
+
+def test_a_damaged_head_is_never_left_alone_by_pruning(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    _fake_checkpoint(root, 10, keep=2)
+    bad = _fake_checkpoint(root, 20, keep=2)
+    (bad / "G.safetensors").write_bytes(b"torn")
+    found, notes = ckpt.find_checkpoint(tmp_path, "latest")
+    assert found.name == "step_000000010" and "skipping damaged checkpoint" in notes[0]
+    ckpt.start_line(root, found)
+    _fake_checkpoint(root, 15, keep=1)
+    assert _names(root) == ["step_000000015"]
+    assert ckpt.find_checkpoint(tmp_path, "latest")[0] == ckpt.step_dir(root, 15)
+
+
+@pytest.mark.parametrize(
+    "manifest", ['["a list"]', '{"G.safetensors": 3}', '{"../state.json": {"bytes": 1, "sha256": "x"}}', "{}"]
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line_and_the_fallback_goes_on(tmp_path: Path, manifest: str) -> None:
+    root = tmp_path / "checkpoints"
+    good = _fake_checkpoint(root, 10, keep=3)
+    bad = _fake_checkpoint(root, 20, keep=3)
+    (bad / ckpt.MANIFEST).write_text(manifest)
+    found, notes = ckpt.find_checkpoint(tmp_path, "latest")
+    assert found == good and len(notes) == 1 and "not a distgan checkpoint manifest" in notes[0]
+
+
+def test_a_folder_without_manifest_is_skipped_with_a_note_and_all_damaged_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    good = _fake_checkpoint(root, 10, keep=3)
+    (root / "step_000000020").mkdir()
+    (root / "latest").write_text("step_000000020\n")
+    found, notes = ckpt.find_checkpoint(tmp_path, "latest")
+    assert found == good and notes == [
+        f"skipping {root / 'step_000000020'}: no manifest.json (an unfinished or foreign folder)"
+    ]
+    (good / "state.json").write_text("{}")
+    with pytest.raises(DistganError, match="--resume latest: no checkpoint in .* verifies") as info:
+        ckpt.find_checkpoint(tmp_path, "latest")
+    assert "\n" not in str(info.value)
+
+
+def _streak_checkpoint(root: Path, step: int, streak: int, keep: int) -> None:
+    tmp = root / f".tmp-{step}"
+    tmp.mkdir(parents=True)
+    (tmp / "state.json").write_text(json.dumps({"step": step, "nonfinite_streak": streak}))
+    ckpt.write_manifest(tmp)
+    ckpt.publish(tmp, ckpt.step_dir(root, step), root, keep)
+
+
+def test_checkpoints_inside_a_nonfinite_streak_never_push_out_the_last_good_one(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step, streak in [(1, 0), (2, 0), (3, 1), (4, 2), (5, 3)]:
+        _streak_checkpoint(root, step, streak, keep=2)
+    assert _names(root) == ["step_000000002", "step_000000004", "step_000000005"]
+    assert ckpt.set_aside_nonfinite(root) == ckpt.step_dir(root, 2)  # after the divergence
+    assert _names(root) == ["step_000000002"] and (root / "latest").read_text().strip() == "step_000000002"
+    assert sorted(p.name for p in (root / ckpt.ABANDONED).glob("*/step_*")) == ["step_000000004", "step_000000005"]
+
+
+def test_the_exported_generator_is_replaced_in_one_step(tmp_path: Path) -> None:
+    out = tmp_path / "generator"
+    (out).mkdir()  # a plain folder, as older versions wrote it
+    (out / "config.json").write_text(json.dumps({"step": 0}))
+    for step in (2, 4, 6):
+        ckpt.export_generator(torch.nn.Linear(2, 2), {"step": step}, out)
+        assert out.is_symlink() and ckpt.exported_step(out) == step
+        assert set(p.name for p in out.iterdir()) == {"model.safetensors", "config.json"}
+    versions = sorted(p.name for p in (tmp_path / ckpt.GENERATOR_VERSIONS).iterdir())
+    assert versions == ["step_000000004", "step_000000006"]  # the previous one stays one export longer
+    ckpt.export_generator(torch.nn.Linear(2, 2), {"step": 6}, out)  # the same step again: a new folder
+    assert ckpt.exported_step(out) == 6 and (out / "model.safetensors").is_file()
+    assert ckpt.exported_step(tmp_path / "nothing") is None
