@@ -361,7 +361,10 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
     module.load_state_dict(state)
 
 
-GENERATOR_VERSIONS = ".generator-versions"
+def versions_dir(out: Path) -> Path:
+    """Where the versions of the export `out` live: `.generator-versions/` beside `generator`. Named after `out`,
+    so that exports into one folder (e.g. several generators side by side) never prune each other's."""
+    return out.parent / f".{out.name}-versions"
 
 
 def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
@@ -371,8 +374,8 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
     new link over it, one atomic step, so a crash at any moment leaves `out` naming a complete generator.
     The previous version is kept one export longer (a sampler may be reading it).
     """
-    versions = out.parent / GENERATOR_VERSIONS
-    folder = versions / f"{STEP_PREFIX}{meta['step']:09d}"
+    versions = versions_dir(out)
+    folder = versions / f"{STEP_PREFIX}{meta.get('step', 0):09d}"
     tmp = versions / f".tmp-{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -388,7 +391,7 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
     os.replace(tmp, folder)
     link = out.with_name(f".{out.name}.link")
     link.unlink(missing_ok=True)
-    os.symlink(f"{GENERATOR_VERSIONS}/{folder.name}", link)
+    os.symlink(f"{versions.name}/{folder.name}", link)
     if out.is_dir() and not out.is_symlink():  # a plain folder from an older distgan: moved aside once
         os.replace(out, versions / "pre-versions")
     os.replace(link, out)

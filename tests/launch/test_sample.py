@@ -18,8 +18,7 @@ from distgan.config import load_config
 from distgan.family import DataSpec
 from distgan.registry import get_family
 from distgan.sampling import draw_batches, draw_inputs, load_generator
-from distgan.train.checkpoint import export_generator
-from distgan.train.loop import generator_meta
+from distgan.train.checkpoint import export_generator, generator_meta
 from launch.sample import main, write_each
 from tests.conftest import TEST_CONFIGS, sample_py
 

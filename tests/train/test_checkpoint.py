@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from distgan.errors import DistganError
 from distgan.train import checkpoint as ckpt
@@ -193,8 +193,17 @@ def test_the_exported_generator_is_replaced_in_one_step(tmp_path: Path) -> None:
         ckpt.export_generator(torch.nn.Linear(2, 2), {"step": step}, out)
         assert out.is_symlink() and ckpt.exported_step(out) == step
         assert set(p.name for p in out.iterdir()) == {"model.safetensors", "config.json"}
-    versions = sorted(p.name for p in (tmp_path / ckpt.GENERATOR_VERSIONS).iterdir())
+    versions = sorted(p.name for p in ckpt.versions_dir(tmp_path / "generator").iterdir())
     assert versions == ["step_000000004", "step_000000006"]  # the previous one stays one export longer
     ckpt.export_generator(torch.nn.Linear(2, 2), {"step": 6}, out)  # the same step again: a new folder
     assert ckpt.exported_step(out) == 6 and (out / "model.safetensors").is_file()
     assert ckpt.exported_step(tmp_path / "nothing") is None
+
+
+def test_generators_exported_side_by_side_keep_their_own_versions(tmp_path: Path) -> None:
+    small, large = torch.nn.Linear(2, 2), torch.nn.Linear(3, 3)
+    ckpt.export_generator(small, {"step": 0}, tmp_path / "a")
+    ckpt.export_generator(large, {"step": 0}, tmp_path / "b")  # same step, same parent folder
+    ckpt.export_generator(large, {"step": 1}, tmp_path / "b")
+    assert load_file(tmp_path / "a" / "model.safetensors")["weight"].shape == (2, 2)
+    assert load_file(tmp_path / "b" / "model.safetensors")["weight"].shape == (3, 3)
