@@ -120,18 +120,27 @@ class ImageStream:
         )
 
     # --- batches -------------------------------------------------------------------------------------
-    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any, _Example]:
-        """This rank's DataLoader over its part of the stream, the stream (for `set_epoch`) and its transform."""
+    def rows(self) -> Any:
+        """The stream of the columns the family reads, images undecoded (`example` decodes them)."""
         columns = self._column_map()
         ds = self.dataset.select_columns(list(dict.fromkeys(columns.values())))
         for column in set(columns.values()):  # decoded by _Example (allowed formats, errors naming the file)
             if isinstance((ds.features or {}).get(column), datasets.Image):
                 ds = ds.cast_column(column, datasets.Image(decode=False))
+        return ds
+
+    def example(self, seed: int = 0, rank: int = 0) -> _Example:
+        """The per-example transform `(row, index) -> {"image", ...}` of a row of `rows()`."""
+        return _Example(self._column_map(), self.cfg, seed, rank, self.source)
+
+    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any, _Example]:
+        """This rank's DataLoader over its part of the stream, the stream (for `set_epoch`) and its transform."""
+        ds = self.rows()
         if self.cfg.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        example = _Example(columns, self.cfg, seed, rank, self.source)
-        ds = ds.map(example, with_indices=True, remove_columns=list(set(columns.values())))
+        example = self.example(seed, rank)
+        ds = ds.map(example, with_indices=True, remove_columns=list(set(self._column_map().values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
         if workers:
             _kill_workers_at_exit()

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import torch
 from PIL import Image
@@ -153,20 +152,15 @@ def iter_real(
     Images are decoded only by the rank that owns them (the image columns are read undecoded first).
     """
     from distgan.data import ImageStream
-    from distgan.data.stream import _Example
 
     cfg = dataclasses.replace(data, shuffle_buffer=0, load_size=None, random_flip=False)
     stream = ImageStream(cfg, columns)
-    mapping = stream._column_map()
-    ds = stream.dataset.select_columns(list(dict.fromkeys(mapping.values())))
-    for name, feature in (ds.features or {}).items():
-        if isinstance(feature, datasets.Image):
-            ds = ds.cast_column(name, datasets.Image(decode=False))
+    ds = stream.rows()
     if limit is not None:
         ds = ds.take(limit)
     world, rank = comm.world, comm.rank
     ds = ds.filter(lambda _, i: (i // chunk) % world == rank, with_indices=True)
-    example = _Example(mapping, cfg, seed=0, rank=0)
+    example = stream.example()
     rows: list[dict[str, Any]] = []
     for i, row in enumerate(ds):
         rows.append(example(row, i))
