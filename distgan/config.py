@@ -22,6 +22,9 @@ import yaml
 
 from distgan.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from distgan.metrics.settings import EvalSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -106,6 +109,8 @@ class TrainConfig:
     max_nonfinite: int = 20  # steps in a row with non-finite loss/gradients (each skipped) before the run stops
     control_every: int = 10  # steps between the collective check of time budget, stop signals, non-finite steps
     collective_timeout_s: float = 600.0  # a process waiting longer than this for another one fails
+    ema_kimg: float = 10.0  # half-life of G's exponential moving average in thousands of images; 0: no EMA
+    ema_rampup: float | None = 0.05  # early on the half-life is at most images_seen x this (StyleGAN2); null: off
 
     def validate(self) -> None:
         require_at_least_one(self, "train", ("max_steps", "grad_accum", "max_nonfinite", "control_every"))
@@ -119,6 +124,9 @@ class TrainConfig:
         require_in_range(self, "train", "collective_timeout_s", 1, MAX_TIMEOUT_S, " seconds")
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+        require_in_range(self, "train", "ema_kimg", 0, 1e6)
+        if self.ema_rampup is not None:
+            require_in_range(self, "train", "ema_rampup", 1e-6, 1, " (or null for no ramp-up)")
 
 
 @dataclass
@@ -148,12 +156,60 @@ class CheckpointConfig:
 
     every: int = 1000
     keep: int = 3
+    best: str | None = None  # an eval metric (fid, kid_mean, precision, ...): keep the best checkpoint; null: off
 
     def validate(self) -> None:
         if self.every < 1:
             raise ConfigError(f"checkpoint.every: must be >= 1, got {self.every}")
         if self.keep < 1:
             raise ConfigError(f"checkpoint.keep: must be >= 1, got {self.keep}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training (of the EMA generator when train.ema_kimg > 0); see docs/metrics.md."""
+
+    every: int | None = None  # steps between evaluations (one also runs at the end); null: no evaluation
+    metrics: tuple[str, ...] = ("fid",)  # fid, kid, is, pr, acc, fid_per_class, l1
+    num_samples: int = 10000  # generated images per evaluation (image-to-image: at most the split's rows)
+    num_real: int | None = None  # real images for the reference statistics; null: the whole split
+    features: str = "inception"  # or classifier:PATH (scripts/train_classifier.py)
+    inception_weights: str | None = None  # a state_dict file; null: torch hub's cache (downloaded where possible)
+    batch_size: int = 64  # images per forward pass per process
+
+    def validate(self) -> None:
+        from distgan.metrics.settings import METRICS
+
+        if self.every is not None:
+            require_at_least_one(self, "eval", ("every",))
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise ConfigError(
+                f"eval.metrics: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}"
+            )
+        require_in_range(self, "eval", "num_samples", 2, 10**7)
+        require_in_range(self, "eval", "batch_size", 1, MAX_BATCH_SIZE)
+        if self.num_real is not None:
+            require_in_range(self, "eval", "num_real", 2, 10**8, " (or null for the whole split)")
+        if self.features != "inception" and not (self.features.startswith("classifier:") and self.features[11:]):
+            raise ConfigError(f"eval.features: must be 'inception' or 'classifier:PATH', got {self.features!r}")
+        if "acc" in self.metrics and not self.features.startswith("classifier:"):
+            raise ConfigError("eval.metrics: acc (class accuracy) needs eval.features=classifier:PATH")
+
+    def settings(self, seed: int, split: str | None = None) -> EvalSettings:
+        """The evaluator's settings (distgan.metrics) for this section."""
+        from distgan.metrics.settings import EvalSettings
+
+        return EvalSettings(
+            metrics=tuple(self.metrics),
+            num_samples=self.num_samples,
+            num_real=self.num_real,
+            features=self.features,
+            inception_weights=self.inception_weights,
+            batch_size=self.batch_size,
+            seed=seed,
+            split=split,
+        )
 
 
 @dataclass
@@ -175,6 +231,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = "run"  # the config's name (file stem); the default run directory is runs/<name>
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +244,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "log": LogConfig,
     "checkpoint": CheckpointConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -282,7 +340,23 @@ def build_config(raw: dict[str, Any], name: str = "run") -> Config:
     for section in built.values():
         section.validate()
     model.validate(cfg.data)
+    _check_best(cfg)
     return cfg
+
+
+def _check_best(cfg: Config) -> None:
+    """checkpoint.best names a value that the configured evaluation produces."""
+    best = cfg.checkpoint.best
+    if best is None:
+        return
+    from distgan.metrics.settings import LOWER_IS_BETTER, METRICS_KEYS
+
+    if best not in LOWER_IS_BETTER:
+        raise ConfigError(f"checkpoint.best: unknown metric {best!r}; choose from {', '.join(LOWER_IS_BETTER)}")
+    if cfg.eval.every is None:
+        raise ConfigError("checkpoint.best: needs evaluation during training; set eval.every")
+    if not any(best in METRICS_KEYS[m] for m in cfg.eval.metrics):
+        raise ConfigError(f"checkpoint.best: {best} is not computed by eval.metrics={list(cfg.eval.metrics)}")
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
@@ -318,6 +392,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # a list of any length (or "a,b" from the CLI)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")

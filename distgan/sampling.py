@@ -18,13 +18,22 @@ from distgan.config import MAX_IMAGE_SIZE, MAX_NUM_CLASSES, MAX_PARAMS, DataConf
 from distgan.errors import ConfigError, DistganError
 from distgan.family import DataSpec, Family
 from distgan.registry import get_family
-from distgan.train.checkpoint import load_weights
+from distgan.train.checkpoint import RAW_WEIGHTS, load_weights
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[Family, nn.Module]:
-    """(family, G in eval mode) from a folder holding model.safetensors + config.json."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu", raw: bool = False) -> tuple[Family, nn.Module]:
+    """(family, G in eval mode) from a folder holding model.safetensors + config.json.
+
+    model.safetensors is the EMA generator when the run kept one; `raw=True` loads the trained G instead
+    (model_raw.safetensors)."""
     folder = Path(path)
     meta_file, weights = folder / "config.json", folder / "model.safetensors"
+    if raw and weights.is_file() and meta_file.is_file():
+        weights = folder / RAW_WEIGHTS
+        if not weights.is_file():
+            raise DistganError(
+                f"--generator {path}: has no {RAW_WEIGHTS} (the run kept no EMA: its G is model.safetensors)"
+            )
     if not meta_file.is_file() or not weights.is_file():
         hint = f"; did you mean {folder / 'generator'}?" if (folder / "generator" / "config.json").is_file() else ""
         raise DistganError(

@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", default="inception", help="inception or classifier:PATH")
     parser.add_argument("--inception-weights", help="a state_dict file (default: the torch hub cache)")
     parser.add_argument("--batch", type=int, default=64, help="images per forward pass per process")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="the trained G (model_raw.safetensors) instead of its EMA (model.safetensors)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--kid-subsets", type=int, default=100)
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace, settings) -> tuple[dict[str, float], dict]:
     else:
         from distgan.sampling import load_generator
 
-        family, G = load_generator(args.generator, accelerator.device)
+        family, G = load_generator(args.generator, accelerator.device, raw=args.raw)
         spec = family.spec
         data = DataConfig(
             path=args.data,

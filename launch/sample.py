@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generator", required=True, help="a run's generator/ folder")
     parser.add_argument("--out", required=True, help="grid.png, or a folder for one PNG per image")
     parser.add_argument("--n", type=int, default=64, help="number of images (unconditional and class-conditional)")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="the trained G (model_raw.safetensors) instead of its EMA (model.safetensors)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class", dest="label", type=int, help="class-conditional: draw only this class")
     parser.add_argument(
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         check_numbers(args)
         device = resolve_device(args.device)
-        family, G = load_generator(args.generator, device)
+        family, G = load_generator(args.generator, device, raw=args.raw)
         if args.input is not None:
             torch.manual_seed(args.seed)  # generators may keep dropout on when sampling (pix2pix): repeatable
             translate_folder(family, G, args)

@@ -8,6 +8,6 @@
 This package's __init__ stays light (no torch): entry points validate settings before heavy imports.
 """
 
-from distgan.metrics.settings import LOWER_IS_BETTER, METRICS, EvalSettings
+from distgan.metrics.settings import LOWER_IS_BETTER, METRICS, METRICS_KEYS, EvalSettings
 
-__all__ = ["LOWER_IS_BETTER", "METRICS", "EvalSettings"]
+__all__ = ["LOWER_IS_BETTER", "METRICS", "METRICS_KEYS", "EvalSettings"]

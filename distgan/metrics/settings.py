@@ -9,6 +9,14 @@ from distgan.errors import DistganError
 METRICS = ("fid", "kid", "is", "pr", "acc", "fid_per_class", "l1")
 LOWER_IS_BETTER = {"fid": True, "kid_mean": True, "l1": True, "is_mean": False, "precision": False}
 LOWER_IS_BETTER |= {"recall": False, "accuracy": False}
+# what each metric adds to the results (the keys logged as eval/<key> and usable as checkpoint.best)
+METRICS_KEYS = {
+    "fid": ("fid",),
+    "kid": ("kid_mean", "kid_std"),
+    "is": ("is_mean", "is_std"),
+    "pr": ("precision", "recall"),
+}
+METRICS_KEYS |= {"acc": ("accuracy",), "fid_per_class": (), "l1": ("l1",)}
 
 
 @dataclass

@@ -238,10 +238,30 @@ def publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
     write_atomic(root / "latest", final.name + "\n")
     line = [p for p in list_checkpoints(root) if p.name <= final.name]  # never newer ones: see the rule above
     good = [p for p in line if nonfinite_streak(p) == 0]
-    protected = set(line[-keep:]) | set(good[-1:])
+    best = read_best(root)
+    protected = set(line[-keep:]) | set(good[-1:]) | ({root / best["checkpoint"]} if best else set())
     for old in line:
         if old not in protected:
             shutil.rmtree(old, ignore_errors=True)
+
+
+BEST = "best.json"
+
+
+def read_best(root: Path) -> dict[str, Any] | None:
+    """The best checkpoint by `checkpoint.best` ({"checkpoint", "metric", "value", "step"}), if it still exists."""
+    try:
+        best = json.loads((root / BEST).read_text())
+        folder = root / str(best["checkpoint"])
+        float(best["value"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return best if folder.is_dir() and folder.parent == root else None
+
+
+def write_best(root: Path, best: dict[str, Any]) -> None:
+    """Name the best checkpoint (replaced atomically); `publish` never prunes it."""
+    write_atomic(root / BEST, json.dumps(best) + "\n")
 
 
 def find_checkpoint(run_dir: Path, resume: str) -> tuple[Path | None, list[str]]:
@@ -361,14 +381,20 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
     module.load_state_dict(state)
 
 
+RAW_WEIGHTS = "model_raw.safetensors"  # the trained G beside the EMA one in an exported generator
+
+
 def versions_dir(out: Path) -> Path:
     """Where the versions of the export `out` live: `.generator-versions/` beside `generator`. Named after `out`,
     so that exports into one folder (e.g. several generators side by side) never prune each other's."""
     return out.parent / f".{out.name}-versions"
 
 
-def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> None:
+def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path, raw: torch.nn.Module | None = None) -> None:
     """Write the generator (`model.safetensors` + `config.json`: family, params, data spec) and publish it.
+
+    With an EMA generator, `G` is the EMA (what sampling and evaluation use by default) and `raw` the trained G,
+    written beside it as `model_raw.safetensors`.
 
     `out` is a symbolic link to a complete folder under `.generator-versions/`; it is replaced by renaming a
     new link over it, one atomic step, so a crash at any moment leaves `out` naming a complete generator.
@@ -381,6 +407,8 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path) -> Non
     tmp.mkdir(parents=True)
     try:
         save_file(_cpu_state(G), str(tmp / "model.safetensors"))
+        if raw is not None:
+            save_file(_cpu_state(raw), str(tmp / RAW_WEIGHTS))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -416,6 +444,8 @@ def generator_meta(cfg: Config, family: Family, step: int) -> dict[str, Any]:
         "params": cfg.to_dict()["model"],
         "spec": family.spec.to_dict(),
         "step": step,
+        # model.safetensors holds the EMA of G when train.ema_kimg > 0, with the trained G in model_raw.safetensors
+        "weights": "ema" if cfg.train.ema_kimg > 0 else "raw",
         "distgan_version": distgan.__version__,
         "config": yaml.safe_load(dump_config(cfg)),
     }

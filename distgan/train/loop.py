@@ -27,6 +27,8 @@ from distgan.logging.stats import RunningStats
 from distgan.logging.trackers import wandb_init_kwargs, wandb_mode
 from distgan.registry import get_family
 from distgan.train import checkpoint as ckpt
+from distgan.train.ema import EMA
+from distgan.train.evaluation import TrainingEval, check_eval_setup
 from distgan.train.setup import (
     Precision,
     check_runtime,
@@ -59,6 +61,7 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
     family_cls = get_family(cfg.model.family)
     check_runtime(cfg)
     mixed_precision = resolve_mixed_precision(cfg)
+    check_eval_setup(cfg)
     check_output_dir(run_dir)
     found, notes = ckpt.find_checkpoint(run_dir, resume) if resume else (None, [])
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
@@ -149,9 +152,16 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
 
     family, nets, phases = build_training(acc, cfg, p.family_cls(cfg.model, p.stream.spec))
     precision = Precision(p.mixed_precision, acc.device.type)
+    ema = EMA(nets.G_plain, cfg.train.ema_kimg, cfg.train.ema_rampup) if cfg.train.ema_kimg > 0 else None
     state, position, fixed = ckpt.TrainState(), (0, 0), None
     if p.checkpoint:
-        state, position = ckpt.load_checkpoint(p.checkpoint, contents(nets, phases, precision), rank, world)
+        held = contents(nets, phases, precision, ema=ema)
+        if ema is not None and not (p.checkpoint / "G_ema.safetensors").is_file():  # EMA newly switched on
+            del held.modules["G_ema"]
+            p.notes.append(f"{p.checkpoint.name} has no EMA generator: it starts from the resumed G")
+        state, position = ckpt.load_checkpoint(p.checkpoint, held, rank, world)
+        if ema is not None and "G_ema" not in held.modules:
+            ema.module.load_state_dict(nets.G_plain.state_dict())
         fixed = ckpt.read_tensors(p.checkpoint, "samples")
         p.notes.extend(apply_hyperparameters(cfg, phases))
     state.world_size, state.global_batch = world, B * cfg.train.grad_accum * world
@@ -162,7 +172,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
             ckpt.write_atomic(run_dir / "config.yaml", dump_config(cfg))
             p.notes.extend(ckpt.start_line(run_dir / "checkpoints", p.checkpoint))
             if p.checkpoint and ckpt.exported_step(run_dir / "generator") != state.step:  # missing, or not this line's
-                ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+                export(cfg, family, nets, ema, state.step, run_dir)
                 p.notes.append(f"re-exported {run_dir / 'generator'} from {p.checkpoint.name}")
     if mode != "disabled":
         name = cfg.log.run_name or run_dir.name
@@ -174,6 +184,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
     for note in p.notes:
         say(acc, f"distgan: {note}")
 
+    evaluation = TrainingEval(cfg, family, acc, run_dir) if cfg.eval.every is not None else None
     batches = p.stream.batches(B, cfg.train.seed, rank, world, position)
     if fixed is None:  # fixed sample inputs may come from real data (pix2pix sources)
         head = [next(batches)]
@@ -212,6 +223,8 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
             nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
             state.step += 1
             state.images_seen += B * cfg.train.grad_accum * world
+            if ema is not None:
+                ema.update(B * cfg.train.grad_accum * world, state.images_seen)
             bar.update(1)
 
             if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
@@ -240,10 +253,22 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
                 )
             if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
                 with ckpt.disk_errors(run_dir / "samples", "the sample grid"):
-                    write_samples(acc, family, nets.G_plain, fixed, precision, run_dir, state.step)
-            if state.step % cfg.checkpoint.every == 0 or last:
+                    write_samples(acc, family, sampled(nets, ema), fixed, precision, run_dir, state.step)
+            best = False
+            if evaluation is not None and evaluation.due(
+                state.step, last and stop in (None, "time")
+            ):  # every process takes part
+                values = evaluation.run(
+                    ema.module if ema else nets.G_plain, state.step, state.images_seen, "EMA" if ema else "raw"
+                )
+                best = evaluation.improved(values)
+            if state.step % cfg.checkpoint.every == 0 or last or best:
                 state.nonfinite_streak = int(nonfinite_streak.item())  # one host sync per checkpoint
-                save_checkpoint(acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir)
+                folder = save_checkpoint(
+                    acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir, ema
+                )
+                if best:
+                    evaluation.mark_best(folder, values, state.step)
         bar.close()
     finally:
         signals.restore()
@@ -323,28 +348,48 @@ def control_check(
     return "time" if over_time else None
 
 
+def sampled(nets: Nets, ema: EMA | None) -> dict[str, torch.nn.Module]:
+    """The generators whose grids are written: "samples" (the EMA G when there is one) and "samples_raw"."""
+    return {"samples": ema.module, "samples_raw": nets.G_plain} if ema is not None else {"samples": nets.G_plain}
+
+
 @torch.no_grad()
 def write_samples(
-    acc: Accelerator, family: Family, G: torch.nn.Module, fixed: dict, precision: Precision, run_dir: Path, step: int
+    acc: Accelerator,
+    family: Family,
+    generators: dict[str, torch.nn.Module],
+    fixed: dict,
+    precision: Precision,
+    run_dir: Path,
+    step: int,
 ) -> None:
-    """The fixed-noise grid: a PNG under samples/ and an image in W&B (main process only)."""
-    G.eval()  # BN uses running statistics, as the exported generator will
-    devices = [acc.device] if acc.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), precision.autocast():  # sampling must not shift training's RNG
-        images, nrow = family.panel(fixed, family.generate(G, fixed))
-    G.train()
-    grid = grid_uint8(images, nrow)
-    save_png(grid, run_dir / "samples" / f"step_{step:09d}.png")
+    """The fixed-noise grids: PNGs under samples/ (the raw G's under samples/raw/) and images in W&B (main process).
+
+    `generators`: W&B key -> G, as `sampled` gives them."""
+    grids = {}
+    for key, G in generators.items():
+        was_training = G.training
+        G.eval()  # BN uses running statistics, as the exported generator will
+        devices = [acc.device] if acc.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), precision.autocast():  # sampling must not shift training's RNG
+            images, nrow = family.panel(fixed, family.generate(G, fixed))
+        G.train(was_training)
+        grids[key] = grid_uint8(images, nrow)
+        folder = run_dir / "samples" / ("raw" if key == "samples_raw" else "")
+        folder.mkdir(exist_ok=True)
+        save_png(grids[key], folder / f"step_{step:09d}.png")
     if acc.trackers:
         import wandb
 
-        acc.log({"samples": wandb.Image(grid, caption=f"step {step}")}, step=step)
+        acc.log({k: wandb.Image(grid, caption=f"step {step}") for k, grid in grids.items()}, step=step)
 
 
-def contents(nets: Nets, phases: list[Phase], precision: Precision, fixed: dict | None = None) -> ckpt.Contents:
-    """What a checkpoint of this loop holds: G, D, their optimisers and scalers, the fixed sample inputs."""
+def contents(
+    nets: Nets, phases: list[Phase], precision: Precision, fixed: dict | None = None, ema: EMA | None = None
+) -> ckpt.Contents:
+    """What a checkpoint of this loop holds: G, D, G's EMA, their optimisers and scalers, the fixed sample inputs."""
     return ckpt.Contents(
-        modules={"G": nets.G_plain, "D": nets.D_plain},
+        modules={"G": nets.G_plain, "D": nets.D_plain} | ({"G_ema": ema.module} if ema is not None else {}),
         optimizers={phase.name: phase.optimizer for phase in phases},
         scalers=dict(precision.scalers),
         tensors={"samples": fixed} if fixed is not None else {},
@@ -362,13 +407,21 @@ def save_checkpoint(
     position: tuple[int, int],
     fixed: dict[str, torch.Tensor],
     run_dir: Path,
-) -> None:
-    """Write and publish a checkpoint (all ranks), then export the generator (main process)."""
-    held = contents(nets, phases, precision, fixed)
-    ckpt.save_checkpoint(acc, run_dir, held, state, position, dump_config(cfg), cfg.checkpoint.keep)
+    ema: EMA | None = None,
+) -> Path:
+    """Write and publish a checkpoint (all ranks), then export the generator (main process); returns the folder."""
+    held = contents(nets, phases, precision, fixed, ema)
+    folder = ckpt.save_checkpoint(acc, run_dir, held, state, position, dump_config(cfg), cfg.checkpoint.keep)
     if acc.is_main_process:
-        with ckpt.disk_errors(run_dir / "generator", "the exported generator"):
-            ckpt.export_generator(nets.G_plain, ckpt.generator_meta(cfg, family, state.step), run_dir / "generator")
+        export(cfg, family, nets, ema, state.step, run_dir)
+    return folder
+
+
+def export(cfg: Config, family: Family, nets: Nets, ema: EMA | None, step: int, run_dir: Path) -> None:
+    """generator/: the EMA G (with the trained G beside it as model_raw.safetensors), or G when there is no EMA."""
+    G, raw = (ema.module, nets.G_plain) if ema is not None else (nets.G_plain, None)
+    with ckpt.disk_errors(run_dir / "generator", "the exported generator"):
+        ckpt.export_generator(G, ckpt.generator_meta(cfg, family, step), run_dir / "generator", raw=raw)
 
 
 def apply_hyperparameters(cfg: Config, phases: list[Phase]) -> list[str]:

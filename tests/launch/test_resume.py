@@ -29,6 +29,7 @@ def _final_state(out: Path, step: int) -> dict[str, torch.Tensor]:
     folder = out / "checkpoints" / f"step_{step:09d}"
     tensors = {f"G.{k}": v for k, v in load_file(folder / "G.safetensors").items()}
     tensors |= {f"D.{k}": v for k, v in load_file(folder / "D.safetensors").items()}
+    tensors |= {f"G_ema.{k}": v for k, v in load_file(folder / "G_ema.safetensors").items()}  # EMA is on by default
     for net in ("G", "D"):
         for index, slots in load_tree(folder, f"opt_{net}")["state"].items():
             tensors |= {f"opt_{net}.{index}.{k}": v for k, v in slots.items()}

@@ -207,3 +207,19 @@ def test_generators_exported_side_by_side_keep_their_own_versions(tmp_path: Path
     ckpt.export_generator(large, {"step": 1}, tmp_path / "b")
     assert load_file(tmp_path / "a" / "model.safetensors")["weight"].shape == (2, 2)
     assert load_file(tmp_path / "b" / "model.safetensors")["weight"].shape == (3, 3)
+
+
+def test_rotation_never_prunes_the_best_checkpoint(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6, 8):
+        tmp = root / f".tmp-step_{step:09d}"
+        tmp.mkdir(parents=True)
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        ckpt.write_manifest(tmp)
+        ckpt.publish(tmp, ckpt.step_dir(root, step), root, keep=1)
+        if step == 4:
+            ckpt.write_best(root, {"checkpoint": "step_000000004", "metric": "fid", "value": 1.0, "step": 4})
+    assert sorted(p.name for p in ckpt.list_checkpoints(root)) == ["step_000000004", "step_000000008"]
+    assert ckpt.read_best(root)["step"] == 4
+    (root / "best.json").write_text('{"checkpoint": "../elsewhere", "value": 1}')  # never outside checkpoints/
+    assert ckpt.read_best(root) is None
