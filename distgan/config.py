@@ -111,9 +111,12 @@ class TrainConfig:
     collective_timeout_s: float = 600.0  # a process waiting longer than this for another one fails
     ema_kimg: float = 10.0  # half-life of G's exponential moving average in thousands of images; 0: no EMA
     ema_rampup: float | None = 0.05  # early on the half-life is at most images_seen x this (StyleGAN2); null: off
+    d_steps: int = 1  # D updates per G update (WGAN-GP's n_critic: 5), each on its own batch
+    spectral_norm: Literal["none", "D", "G", "both"] | None = None  # null: the family's default (sngan: D)
 
     def validate(self) -> None:
-        require_at_least_one(self, "train", ("max_steps", "grad_accum", "max_nonfinite", "control_every"))
+        require_at_least_one(self, "train", ("max_steps", "grad_accum", "max_nonfinite", "control_every", "d_steps"))
+        require_in_range(self, "train", "d_steps", 1, 100)
         require_in_range(self, "train", "batch_size", 1, MAX_BATCH_SIZE, " (per process)")
         require_in_range(self, "train", "seed", 0, 2**32 - 1)  # what numpy's and torch's seeding accept
         if self.max_seconds is not None and not self.max_seconds > 0:
@@ -127,6 +130,37 @@ class TrainConfig:
         require_in_range(self, "train", "ema_kimg", 0, 1e6)
         if self.ema_rampup is not None:
             require_in_range(self, "train", "ema_rampup", 1e-6, 1, " (or null for no ramp-up)")
+
+
+@dataclass
+class LossConfig:
+    """The adversarial loss and D's penalties (docs/recipes.md)."""
+
+    adversarial: str | None = None  # bce, hinge, wgan, lsgan; null: the family's default (sngan: hinge, else bce)
+    r1_gamma: float = 0.0  # R1 penalty weight on real images; 0: off
+    r1_every: int = 1  # lazy R1 (StyleGAN2): on every k-th D step, scaled by k
+    gp_lambda: float = 0.0  # WGAN-GP penalty weight on real/fake interpolates; 0: off
+
+    def validate(self) -> None:
+        from distgan.losses.adversarial import get_adversarial
+
+        if self.adversarial is not None:
+            get_adversarial(self.adversarial)
+        require_in_range(self, "loss", "r1_gamma", 0, 1e6, " (0: off)")
+        require_in_range(self, "loss", "gp_lambda", 0, 1e6, " (0: off)")
+        require_in_range(self, "loss", "r1_every", 1, 10_000)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of every image D sees (real and generated, both phases)."""
+
+    diffaugment: str = ""  # "" or a comma-separated policy: color, translation, cutout (Zhao et al. 2020)
+
+    def validate(self) -> None:
+        from distgan.augment import parse_policy
+
+        parse_policy(self.diffaugment)
 
 
 @dataclass
@@ -229,6 +263,8 @@ class Config:
     model: ModelParams
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -242,6 +278,8 @@ class Config:
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
+    "loss": LossConfig,
+    "augment": AugmentConfig,
     "log": LogConfig,
     "checkpoint": CheckpointConfig,
     "eval": EvalConfig,
@@ -277,7 +315,7 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
     except OSError as e:
         raise ConfigError(f"--config {path}: cannot be read ({e.strerror})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: must be a mapping of sections (model, data, train, log, checkpoint)")
+        raise ConfigError(f"{path}: must be a mapping of sections ({', '.join(['model', *SECTIONS])})")
     in_file = set(map(str, raw))
     overridden = apply_overrides(raw, overrides)
     try:
@@ -341,6 +379,11 @@ def build_config(raw: dict[str, Any], name: str = "run") -> Config:
         section.validate()
     model.validate(cfg.data)
     _check_best(cfg)
+    # null recipe keys take the family's defaults here, so config.yaml and W&B record what is trained
+    if cfg.loss.adversarial is None:
+        cfg.loss.adversarial = family.default_loss
+    if cfg.train.spectral_norm is None:
+        cfg.train.spectral_norm = family.default_spectral_norm
     return cfg
 
 

@@ -5,6 +5,12 @@ phases). In the D phase the trainer has switched G's parameters off (`requires_g
 the DDP-wrapped D; in the G phase it is the other way round. So a family writes plain forward code and the
 right gradients (and only those) are computed and all-reduced.
 
+The recipe (`loss.*`, `augment.*`: distgan/losses/recipe.py) is the same for every family. A family only
+says what its generator makes from a batch (`fake`) and how D judges images given the batch's condition
+(`critic`: D(x), D(x, label), D(source, x), with the augmentation applied to all D sees); the default
+phases compose those with the recipe's adversarial loss, penalties and augmentation. A family overrides a
+phase only to add its own terms (pix2pix's L1).
+
 Batches are dicts: "image" (B, C, H, W) in [-1, 1] is always there; "label" (B,) int64 and "source"
 (B, C, H, W) appear when a family lists them in `columns` (conditional and image-to-image families).
 """
@@ -18,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from distgan.config import ModelParams
-from distgan.losses import d_bce, g_nonsaturating
+from distgan.losses.penalties import Critic
+from distgan.losses.recipe import Augment, PhaseContext, Recipe, d_objective, g_objective
 
 Batch = dict[str, Tensor]
 Stats = dict[str, Tensor]  # scalar tensors, kept on device; reduced across ranks only when logged
@@ -46,6 +53,8 @@ class Family:
     name: ClassVar[str] = ""
     Params: ClassVar[type[ModelParams]] = ModelParams
     columns: ClassVar[tuple[str, ...]] = ("image",)  # batch keys this family reads
+    default_loss: ClassVar[str] = "bce"  # what loss.adversarial: null resolves to
+    default_spectral_norm: ClassVar[str] = "none"  # what train.spectral_norm: null resolves to
 
     def __init__(self, params: ModelParams, spec: DataSpec) -> None:
         self.params = params
@@ -62,18 +71,44 @@ class Family:
     def build_discriminator(self) -> nn.Module:
         raise NotImplementedError
 
-    # --- the two phases: return (loss to minimise, stats) -------------------------------------------
-    def d_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """D learns real -> 1, G(z) -> 0. G is frozen here, so `G(z)` builds no graph."""
-        fake = G(z)
-        real_logits, fake_logits = D(batch["image"]), D(fake)  # two passes: BN sees real and fake apart
-        loss = d_bce(real_logits, fake_logits)
-        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
+    # --- what the phases are made of ---------------------------------------------------------------
+    def fake(self, G: nn.Module, batch: Batch, z: Tensor) -> Tensor:
+        """G's images for this batch (B, C, H, W): from noise z (B, z_dim), and the batch's condition if any."""
+        return G(z)
 
-    def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """G learns to make D say 1 (non-saturating: maximise log D(G(z)))."""
-        loss = g_nonsaturating(D(G(z)))
-        return loss, {"loss_g": loss.detach()}
+    def critic(self, D: nn.Module, batch: Batch, augment: Augment) -> Critic:
+        """D as a function of images alone (B, C, H, W) -> logits, the batch's condition bound and `augment`
+        applied to everything D sees (for a pair, to both images alike)."""
+        return lambda x: D(augment(x))
+
+    # --- the two phases: return (loss to minimise, stats) -------------------------------------------
+    def d_phase(
+        self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor, ctx: PhaseContext | None = None
+    ) -> tuple[Tensor, Stats]:
+        """D learns real -> real, G(z) -> fake with the recipe's loss and penalties. G is frozen here, so the
+        fake images carry no graph; real and fake go through D in two passes (BN sees them apart)."""
+        ctx = ctx or self.context()
+        return d_objective(
+            ctx.recipe,
+            self.critic(D, batch, ctx.augment("real")),
+            self.critic(D, batch, ctx.augment("fake")),
+            batch["image"],
+            self.fake(G, batch, z),
+            ctx.draws,
+            ctx.r1_step,
+            ctx.scale,
+        )
+
+    def g_phase(
+        self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor, ctx: PhaseContext | None = None
+    ) -> tuple[Tensor, Stats]:
+        """G learns to make D call G(z) real, with the recipe's G loss (bce: non-saturating)."""
+        ctx = ctx or self.context()
+        return g_objective(ctx.recipe, self.critic(D, batch, ctx.augment("fake")), self.fake(G, batch, z))
+
+    def context(self) -> PhaseContext:
+        """The phases' context outside the trainer: the family's default loss, no penalties or augmentation."""
+        return PhaseContext(Recipe(adversarial=self.default_loss), {})
 
     # --- sampling --------------------------------------------------------------------------------------
     def sample_inputs(self, n: int, generator: torch.Generator, batch: Batch | None = None) -> dict[str, Tensor]:
@@ -104,11 +139,3 @@ class Family:
 def index_generators(indices: Tensor, seed: int) -> list[torch.Generator]:
     """One CPU generator per global sample index, seeded by (seed, index)."""
     return [torch.Generator().manual_seed((seed << 32) ^ int(i) ^ 0x5EED_0000_0000_0000) for i in indices]
-
-
-def d_probs(real_logits: Tensor, fake_logits: Tensor) -> Stats:
-    """D(x) and D(G(z)): mean probabilities the discriminator assigns to real and generated images."""
-    return {
-        "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
-        "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
-    }

@@ -35,9 +35,8 @@ from distgan.family import DataSpec  # noqa: E402
 from distgan.logging.stats import RunningStats  # noqa: E402
 from distgan.models.dcgan import DCDiscriminator, DCGenerator  # noqa: E402
 from distgan.registry import get_family  # noqa: E402
-from distgan.train.loop import build_training, control_check, phase_noise  # noqa: E402
+from distgan.train.loop import build_training, control_check, make_step  # noqa: E402
 from distgan.train.setup import DTYPES, Precision, make_accelerator  # noqa: E402
-from distgan.train.step import run_phase  # noqa: E402
 
 Step = Callable[[int], None]  # one training step; the argument is the step index
 BLOCK_SECONDS = {"cuda": 1.0, "cpu": 2.0}  # default length of one timed block
@@ -80,17 +79,14 @@ def distgan_step(acc: Accelerator, cfg: Config, mode: str, real: torch.Tensor) -
     periodic stats reduce and control check kept; tqdm, samples and checkpoints left out."""
     family = get_family("dcgan")(cfg.model, DataSpec(cfg.data.image_size, cfg.data.channels))
     family, nets, phases = build_training(acc, cfg, family)
-    precision, running, B = Precision(mode, acc.device.type), RunningStats(), cfg.train.batch_size
-    noise_gen, micro, signals = torch.Generator(device=acc.device), [{"image": real}], SimpleNamespace(received=None)
+    precision, running = Precision(mode, acc.device.type), RunningStats()
+    train_step = make_step(acc, cfg, family, nets, phases, precision)
+    micro, signals = [{"image": real}], SimpleNamespace(received=None)
     streak, t_start = torch.zeros((), device=acc.device), time.perf_counter()
 
     def step(i: int) -> None:
         nonlocal streak
-        stats: dict[str, torch.Tensor] = {}
-        for index, phase in enumerate(phases):
-            key = (cfg.train.seed, i, index)
-            noise = phase_noise(noise_gen, key, family.z_dim, B, 1, acc.process_index, acc.num_processes, acc.device)
-            stats |= run_phase(acc, precision, nets, phase, micro, noise)
+        stats = train_step(i, [micro])
         running.add(stats)
         skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
         streak = (streak + 1) * skipped

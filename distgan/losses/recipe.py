@@ -13,8 +13,9 @@ R1 reuses the real forward (stylegan2-ada's "Dboth"), so a D step with R1 is one
 on fake images plus the double backward, and one backward: its gradients are all-reduced once.
 
 The random parts (DiffAugment parameters for the real and the fake images, GP's interpolation weights) are
-drawn for the whole global batch from a generator seeded by a key such as (seed, step, phase, d_step) and
-sliced per micro-batch, like the trainer's noise, so that ranks and accumulation see the same draws.
+drawn for the whole global batch from the generator the trainer seeded for this phase (by seed, step, phase,
+D step) and each micro-batch takes its own samples out of them (`take_draws`), like the trainer's noise, so
+that ranks and accumulation see the same draws.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from distgan.augment import apply, parse_policy, sample_params, slice_params
 from distgan.errors import ConfigError
 from distgan.losses.adversarial import get_adversarial
 from distgan.losses.penalties import Critic, gradient_penalty, r1_penalty
+
+if TYPE_CHECKING:
+    from distgan.config import Config
 
 Augment = Callable[[Tensor | list[Tensor]], Tensor | list[Tensor]]  # what a family's critic applies to D's inputs
 Draws = dict[str, Tensor | dict[str, Tensor]]  # "alpha": (N,); "aug_real", "aug_fake": DiffAugment parameters
@@ -56,6 +61,12 @@ class Recipe:
         if self.r1_every < 1:
             raise ConfigError(f"loss.r1_every: must be >= 1, got {self.r1_every}")
 
+    @classmethod
+    def from_config(cls, cfg: Config, default_loss: str = "bce") -> Recipe:
+        """The recipe of a config's `loss:` and `augment:` sections (loss.adversarial null: `default_loss`)."""
+        loss, augment = cfg.loss, cfg.augment
+        return cls(loss.adversarial or default_loss, loss.r1_gamma, loss.r1_every, loss.gp_lambda, augment.diffaugment)
+
     @property
     def policy(self) -> tuple[str, ...]:
         return parse_policy(self.diffaugment)
@@ -66,24 +77,39 @@ class Recipe:
 
 
 def draw(
-    recipe: Recipe, gen: torch.Generator, key: tuple[int, ...], n: int, size: tuple[int, int], device: torch.device
+    recipe: Recipe,
+    gen: torch.Generator,
+    key: tuple[int, ...] | None,
+    n: int,
+    size: tuple[int, int],
+    device: torch.device,
+    phase: str = "D",
 ) -> Draws:
-    """The recipe's random draws for a global batch of n, from `gen` seeded by `key` (a D or G phase of a step).
+    """The recipe's random draws for a global batch of n in a D or G `phase`, from `gen` (seeded by `key`
+    first, unless key is None: the caller seeded it).
 
-    Fixed order: real augmentation, fake augmentation, GP weights; what is off is not drawn.
+    Fixed order: real augmentation, fake augmentation, GP weights; what is off (or not used by the G phase,
+    which only sees fakes) is not drawn.
     """
-    gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+    if key is not None:
+        gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
     out: Draws = {}
     if recipe.policy:
-        out["aug_real"] = sample_params(recipe.policy, n, size, gen, device)
+        if phase == "D":
+            out["aug_real"] = sample_params(recipe.policy, n, size, gen, device)
         out["aug_fake"] = sample_params(recipe.policy, n, size, gen, device)
-    if recipe.gp_lambda > 0:
+    if recipe.gp_lambda > 0 and phase == "D":
         out["alpha"] = torch.rand(n, generator=gen, device=device)
     return out
 
 
+def take_draws(draws: Draws, take: Callable[[Tensor], Tensor]) -> Draws:
+    """The draws of one micro-batch: `take` picks its samples (rows) out of each global-batch tensor."""
+    return {k: {p: take(t) for p, t in v.items()} if isinstance(v, dict) else take(v) for k, v in draws.items()}
+
+
 def slice_draws(draws: Draws, start: int, stop: int) -> Draws:
-    """The draws of global samples start..stop-1 (micro-batch i on rank r: start = (i * world + r) * B)."""
+    """The draws of global samples start..stop-1."""
     return {k: slice_params(v, start, stop) if isinstance(v, dict) else v[start:stop] for k, v in draws.items()}
 
 
@@ -128,7 +154,9 @@ def d_objective(
         real_logits = critic_real(real)
     fake_logits = critic_fake(fake.detach())
     loss = d_loss(real_logits, fake_logits)
-    stats = {"loss_d_adv": loss.detach(), **logit_stats(real_logits, fake_logits)}
+    stats = logit_stats(recipe.adversarial, real_logits, fake_logits)
+    if r1_step or recipe.gp_lambda > 0:
+        stats["loss_d_adv"] = loss.detach()
     if r1_step:
         loss = loss + (recipe.r1_gamma / 2 * recipe.r1_every) * r1
         stats["r1"] = r1.detach()
@@ -147,12 +175,10 @@ def g_objective(recipe: Recipe, critic_fake: Critic, fake: Tensor) -> tuple[Tens
     return loss, {"loss_g": loss.detach()}
 
 
-def logit_stats(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-    """Mean D logits on real and fake (every loss), and D(x), D(G(z)) as probabilities (meaningful for bce)."""
+def logit_stats(adversarial: str, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """What D says of real and fake images: D(x) and D(G(z)) as probabilities for bce (`d_real`, `d_fake`),
+    the mean raw outputs for the other losses (`logit_real`, `logit_fake`), whose outputs are scores."""
     real, fake = real_logits.detach().float(), fake_logits.detach().float()
-    return {
-        "logit_real": real.mean(),
-        "logit_fake": fake.mean(),
-        "d_real": torch.sigmoid(real).mean(),
-        "d_fake": torch.sigmoid(fake).mean(),
-    }
+    if adversarial == "bce":
+        return {"d_real": torch.sigmoid(real).mean(), "d_fake": torch.sigmoid(fake).mean()}
+    return {"logit_real": real.mean(), "logit_fake": fake.mean()}

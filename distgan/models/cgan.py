@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.errors import ConfigError
-from distgan.family import Batch, Family, Stats, d_probs, index_generators
-from distgan.losses import d_bce, g_nonsaturating
+from distgan.family import Batch, Family, index_generators
+from distgan.losses.penalties import Critic
+from distgan.losses.recipe import Augment
 from distgan.models.dcgan import DCDiscriminator, DCGenerator
 from distgan.registry import register_family
 
@@ -69,7 +70,7 @@ class CondDiscriminator(nn.Module):
 
 @register_family
 class CGAN(Family):
-    """Class-conditional DCGAN with the BCE / non-saturating losses; samples are laid out one class per row."""
+    """Class-conditional DCGAN (the recipe's loss, BCE by default); samples are laid out one class per row."""
 
     name = "cgan"
     Params = CGANParams
@@ -92,23 +93,15 @@ class CGAN(Family):
         p, s = self.params, self.spec
         return CondDiscriminator(self.num_classes, p.ndf, s.channels, s.image_size)
 
-    def d_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """D learns (real image, its label) -> 1 and (G(z, y), y) -> 0.
+    def fake(self, G: nn.Module, batch: Batch, z: Tensor) -> Tensor:
+        """G(z, y) for the real batch's labels y: D sees the same class mix on both sides and can only tell
+        real from fake by the images (and by whether an image fits its label)."""
+        return G(z, batch["label"])
 
-        Fakes are generated for the real batch's labels y, so D sees the same class mix on both sides and
-        can only tell them apart by the images (and by whether an image fits its label).
-        """
+    def critic(self, D: nn.Module, batch: Batch, augment: Augment) -> Critic:
+        """D(augment(x), y): the label is kept (R1 and GP take the gradient with respect to the image only)."""
         label = batch["label"]  # (B,) int64
-        fake = G(z, label)  # G is frozen in this phase: no graph
-        real_logits, fake_logits = D(batch["image"], label), D(fake, label)  # two passes: BN sees them apart
-        loss = d_bce(real_logits, fake_logits)
-        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
-
-    def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """G learns to make D say 1 for (G(z, y), y), with y the real batch's labels (non-saturating loss)."""
-        label = batch["label"]
-        loss = g_nonsaturating(D(G(z, label), label))
-        return loss, {"loss_g": loss.detach()}
+        return lambda x: D(augment(x), label)
 
     def sample_inputs(self, n: int, generator: torch.Generator, batch: Batch | None = None) -> dict[str, Tensor]:
         """C rows of k = max(1, n // C) samples: row r is class r, column j is the same noise in every row.

@@ -23,8 +23,9 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams, require_at_least_one, require_power_of_two_size
 from distgan.errors import ConfigError, DistganError
-from distgan.family import Batch, Family, Stats, d_probs
-from distgan.losses import d_bce, g_nonsaturating
+from distgan.family import Batch, Family, Stats
+from distgan.losses.penalties import Critic
+from distgan.losses.recipe import Augment, PhaseContext, g_objective
 from distgan.models.dcgan import dcgan_init
 from distgan.registry import register_family
 
@@ -165,10 +166,11 @@ class PatchDiscriminator(nn.Module):
 
 @register_family
 class Pix2Pix(Family):
-    """U-Net G on the source image, PatchGAN D on (source, image), BCE + lambda * L1 (lambda = 100).
+    """U-Net G on the source image, PatchGAN D on (source, image), the recipe's loss (BCE) + lambda * L1 (100).
 
-    D's loss is halved as in the paper (0.5 * (BCE(real, 1) + BCE(fake, 0))). Adam is invariant to the
-    loss scale (up to its epsilon), so this mainly makes loss_d comparable with the official code's logs.
+    D's loss is halved as in the paper (0.5 * (BCE(real, 1) + BCE(fake, 0))); with penalties on, they are
+    halved too. Adam is invariant to the loss scale (up to its epsilon), so this mainly makes loss_d
+    comparable with the official code's logs.
     """
 
     name = "pix2pix"
@@ -183,20 +185,36 @@ class Pix2Pix(Family):
         p, s = self.params, self.spec
         return PatchDiscriminator(2 * s.channels, p.ndf, p.d_layers, p.norm)
 
-    def d_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """D learns (source, target) -> 1 and (source, G(source)) -> 0 on every patch; z is (B, 0), unused."""
-        source, target = batch["source"], batch["image"]
-        fake = G(source)  # G is frozen here: no graph
-        real_logits, fake_logits = D(source, target), D(source, fake)  # (B, 1, P, P) each; BN sees them apart
-        loss = 0.5 * d_bce(real_logits, fake_logits)  # BCE averaged over batch and patches
-        return loss, {"loss_d": loss.detach(), **d_probs(real_logits, fake_logits)}
+    def fake(self, G: nn.Module, batch: Batch, z: Tensor) -> Tensor:
+        """G(source); z is (B, 0), unused (the U-Net's dropout is its noise)."""
+        return G(batch["source"])
 
-    def g_phase(self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor) -> tuple[Tensor, Stats]:
-        """G learns to make D say 1 on its patches and to stay close to the target in L1."""
-        source, target = batch["source"], batch["image"]
-        fake = G(source)
-        adv = g_nonsaturating(D(source, fake))
-        l1 = (fake.float() - target.float()).abs().mean()  # in fp32 under autocast too
+    def critic(self, D: nn.Module, batch: Batch, augment: Augment) -> Critic:
+        """D(source, x) on every patch; an augmentation transforms the pair (source, x) alike."""
+        source = batch["source"]
+
+        def judge(x: Tensor) -> Tensor:
+            s, t = augment([source, x])
+            return D(s, t)
+
+        return judge
+
+    def d_phase(
+        self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor, ctx: PhaseContext | None = None
+    ) -> tuple[Tensor, Stats]:
+        """The recipe's D loss, halved as in the paper (penalties included)."""
+        loss, stats = super().d_phase(G, D, batch, z, ctx)
+        loss = 0.5 * loss
+        return loss, stats | {"loss_d": loss.detach()}
+
+    def g_phase(
+        self, G: nn.Module, D: nn.Module, batch: Batch, z: Tensor, ctx: PhaseContext | None = None
+    ) -> tuple[Tensor, Stats]:
+        """G learns to make D call its patches real (the recipe's G loss) and to stay close to the target in L1."""
+        ctx = ctx or self.context()
+        fake = self.fake(G, batch, z)
+        adv, _ = g_objective(ctx.recipe, self.critic(D, batch, ctx.augment("fake")), fake)
+        l1 = (fake.float() - batch["image"].float()).abs().mean()  # in fp32 under autocast too
         loss = adv + self.params.l1_weight * l1
         return loss, {"loss_g": loss.detach(), "loss_g_adv": adv.detach(), "l1": l1.detach()}
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -140,8 +139,8 @@ class SNGAN(Family):
 
     name = "sngan"
     Params = SNGANParams
-    default_loss: ClassVar[str] = "hinge"
-    default_spectral_norm: ClassVar[str] = "D"
+    default_loss = "hinge"
+    default_spectral_norm = "D"
 
     def build_generator(self) -> nn.Module:
         p, s = self.params, self.spec

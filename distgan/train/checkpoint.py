@@ -41,6 +41,8 @@ import distgan
 from distgan.config import Config, dump_config
 from distgan.errors import DistganError
 from distgan.family import Family
+from distgan.registry import get_family
+from distgan.train.spectral import plain_state_dict
 
 STEP_PREFIX = "step_"
 
@@ -406,9 +408,9 @@ def export_generator(G: torch.nn.Module, meta: dict[str, Any], out: Path, raw: t
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_file(_cpu_state(G), str(tmp / "model.safetensors"))
+        save_file(_plain_cpu_state(G), str(tmp / "model.safetensors"))
         if raw is not None:
-            save_file(_cpu_state(raw), str(tmp / RAW_WEIGHTS))
+            save_file(_plain_cpu_state(raw), str(tmp / RAW_WEIGHTS))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -568,16 +570,19 @@ def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def check_compatible(folder: Path, cfg: Config) -> None:
-    """A checkpoint of another family, model shape or data shape is a clear error, not a size mismatch."""
+    """A checkpoint of another family, model shape, data shape or spectral norm is a clear error, not a
+    mismatch of weight names or sizes."""
     saved = yaml.safe_load((folder / "config.yaml").read_text())
     now = cfg.to_dict()
     pairs = [(f"model.{k}", saved["model"].get(k), v) for k, v in now["model"].items()]
     pairs += [(f"data.{k}", saved["data"].get(k), now["data"][k]) for k in ("image_size", "channels", "num_classes")]
+    default_sn = get_family(cfg.model.family).default_spectral_norm  # checkpoints from before the key existed
+    pairs += [("train.spectral_norm", saved["train"].get("spectral_norm") or default_sn, now["train"]["spectral_norm"])]
     for key, old, new in pairs:
         if old != new:
             raise DistganError(
                 f"{folder}: saved with {key}={old}, but this run has {key}={new}; resume with the same "
-                "model and image shape, or start a new --output-dir"
+                "model, image shape and spectral norm, or start a new --output-dir"
             )
 
 
@@ -603,3 +608,9 @@ def match_global_batch(folder: Path, cfg: Config, world_size: int) -> list[str]:
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def _plain_cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An exported network's weights: parametrizations (spectral norm) baked in, so that the family's network
+    as built loads them without knowing how it was trained."""
+    return {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(module).items()}

@@ -7,12 +7,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -25,6 +23,7 @@ from distgan.family import Family
 from distgan.logging.images import grid_uint8, save_png
 from distgan.logging.stats import RunningStats
 from distgan.logging.trackers import wandb_init_kwargs, wandb_mode
+from distgan.losses.recipe import Recipe
 from distgan.registry import get_family
 from distgan.train import checkpoint as ckpt
 from distgan.train.ema import EMA
@@ -37,7 +36,8 @@ from distgan.train.setup import (
     wrap_models,
 )
 from distgan.train.signals import StopSignals
-from distgan.train.step import Nets, Phase, run_phase
+from distgan.train.spectral import apply_spectral_norm
+from distgan.train.step import Layout, Nets, Phase, TrainStep
 
 
 @dataclass
@@ -119,16 +119,31 @@ def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str
 
 
 def build_training(acc: Accelerator, cfg: Config, family: Family) -> tuple[Family, Nets, list[Phase]]:
-    """Networks (identically initialised on every rank, then wrapped) and the D and G phases."""
-    set_seed(cfg.train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    G, D = wrap_models(acc, cfg, family.build_generator(), family.build_discriminator())
+    """Networks (identically initialised on every rank, spectral-normalized where asked, then wrapped) and
+    the D and G phases."""
+    set_seed(cfg.train.seed)  # identical initial weights (and spectral norm's u, v) on every rank
+    G, D = family.build_generator(), family.build_discriminator()
+    if cfg.train.spectral_norm in ("G", "both"):  # before DDP and before a checkpoint is loaded
+        apply_spectral_norm(G)
+    if cfg.train.spectral_norm in ("D", "both"):
+        apply_spectral_norm(D)
+    G, D = wrap_models(acc, cfg, G, D)
     nets = Nets(G, D, acc.unwrap_model(G), acc.unwrap_model(D))
     betas = tuple(cfg.train.betas)
     phases = [  # order matters: D learns on the current G, then G on the updated D
-        Phase("D", family.d_phase, _adam(nets.D_plain, cfg.train.lr_d, betas)),
+        Phase("D", family.d_phase, _adam(nets.D_plain, cfg.train.lr_d, betas), repeats=cfg.train.d_steps),
         Phase("G", family.g_phase, _adam(nets.G_plain, cfg.train.lr_g, betas)),
     ]
     return family, nets, phases
+
+
+def make_step(
+    acc: Accelerator, cfg: Config, family: Family, nets: Nets, phases: list[Phase], precision: Precision
+) -> TrainStep:
+    """The training step of this config on this process (its recipe, latents and slice of the global batch)."""
+    layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, acc.num_processes, acc.process_index)
+    recipe = Recipe.from_config(cfg, family.default_loss)
+    return TrainStep(acc, precision, nets, phases, recipe, family.z_dim, family.spec.image_size, cfg.train.seed, layout)
 
 
 def _adam(module: torch.nn.Module, lr: float, betas: tuple[float, ...]) -> torch.optim.Optimizer:
@@ -194,7 +209,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         real = {k: torch.cat([b[k] for _, b in head]) for k in head[0][1]}
         fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), real)
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
-    noise_gen = torch.Generator(device=acc.device)
+    train_step = make_step(acc, cfg, family, nets, phases, precision)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
     t_start, stop = time.perf_counter(), None
     signals = signals or StopSignals()
@@ -208,22 +223,21 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
     )
     try:
         while state.step < cfg.train.max_steps and stop is None:
-            micro = []
-            for _ in range(cfg.train.grad_accum):
-                (epoch, index), batch = next(batches)
-                position = (epoch, index + 1)  # the next batch this rank reads
-                micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
-            stats: dict[str, torch.Tensor] = {}
-            for phase_index, phase in enumerate(phases):
-                key = (cfg.train.seed, state.step, phase_index)
-                noise = phase_noise(noise_gen, key, family.z_dim, B, cfg.train.grad_accum, rank, world, acc.device)
-                stats |= run_phase(acc, precision, nets, phase, micro, noise)
+            groups = []  # train.d_steps groups of train.grad_accum micro-batches
+            for _ in range(cfg.train.d_steps):
+                micro = []
+                for _ in range(cfg.train.grad_accum):
+                    (epoch, index), batch = next(batches)
+                    position = (epoch, index + 1)  # the next batch this rank reads
+                    micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
+                groups.append(micro)
+            stats = train_step(state.step, groups)
             running.add(stats)
             skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
             nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
             state.step += 1
-            state.images_seen += B * cfg.train.grad_accum * world
-            if ema is not None:
+            state.images_seen += B * cfg.train.grad_accum * world * cfg.train.d_steps  # real images D has seen
+            if ema is not None:  # the half-life counts the images of G's steps
                 ema.update(B * cfg.train.grad_accum * world, state.images_seen)
             bar.update(1)
 
@@ -298,32 +312,6 @@ def say(acc: Accelerator, message: str) -> None:
 
 def _cpu_gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def phase_noise(
-    gen: torch.Generator,
-    key: tuple[int, ...],
-    z_dim: int,
-    batch: int,
-    accum: int,
-    rank: int,
-    world: int,
-    device: torch.device,
-) -> Callable[[int], torch.Tensor]:
-    """Latents for one phase of one step, as a function of the micro-batch index.
-
-    The whole step's global batch (accum x world x batch) is drawn from a seed keyed by (seed, step,
-    phase) and micro-batch i on rank r takes slice i*world + r: ranks get different noise, and
-    1 process x 2B, 2 processes x B and 1 process x B x 2 accumulation see the same samples.
-    """
-    gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
-    z = torch.randn(accum * world * batch, z_dim, generator=gen, device=device)
-
-    def noise(i: int) -> torch.Tensor:
-        start = (i * world + rank) * batch
-        return z[start : start + batch]
-
-    return noise
 
 
 def control_check(

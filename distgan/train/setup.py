@@ -92,6 +92,18 @@ class Precision:
         for net in ("G", "D"):
             self.scalers[net] = torch.amp.GradScaler(self.device_type, enabled=self.mode == "fp16")
 
+    def loss_scale(self, name: str, device: torch.device) -> torch.Tensor | None:
+        """Network `name`'s current fp16 loss scale as a device tensor (no host sync), or None without fp16.
+
+        Penalties take their input gradient of the scaled output (distgan/losses/penalties.py); the scale
+        exists before the phase's first backward, so it is created here as GradScaler would create it."""
+        scaler = self.scalers[name]
+        if not scaler.is_enabled():
+            return None
+        if scaler._scale is None:
+            scaler._lazy_init_scale_growth_tracker(device)
+        return scaler._scale
+
     def autocast(self) -> AbstractContextManager:
         """Forward-pass context: lower-precision matmuls/convs; losses are computed in fp32 by autocast."""
         return torch.autocast(self.device_type, dtype=DTYPES[self.mode] or torch.float32, enabled=self.mode != "no")

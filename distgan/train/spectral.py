@@ -18,8 +18,6 @@ the trainer seeds every rank the same, and DDP broadcasts rank 0's buffers anywa
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -61,15 +59,29 @@ def spectral_layers(module: nn.Module) -> list[nn.Module]:
 def plain_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """The state dict of `module` with every parametrization baked in (W / sigma for spectral norm).
 
-    Computed on an eval-mode copy, so no power iteration runs and `module` (its u, v and its train/eval
-    mode) is untouched; the result loads into the same network built without parametrizations.
+    Each parametrized tensor is evaluated in eval mode (no power iteration: u, v untouched) and stored under
+    its plain name, in place of `parametrizations.<name>.original` and the parametrization's buffers; the
+    result loads into the same network built without parametrizations. `module` is left as it was (its
+    train/eval modes restored). It is not copied and stripped with `remove_parametrizations`: a deep copy
+    shares the parametrized class with the original, and removing the parametrization from the copy deletes
+    the `weight` property from that class, breaking the original.
     """
-    if not any(parametrize.is_parametrized(m) for m in module.modules()):
+    parametrized = [(name, m) for name, m in module.named_modules() if parametrize.is_parametrized(m)]
+    if not parametrized:
         return module.state_dict()
-    plain = copy.deepcopy(module).eval()
-    with torch.no_grad():
-        for m in plain.modules():
-            if parametrize.is_parametrized(m):
-                for name in list(m.parametrizations.keys()):
-                    parametrize.remove_parametrizations(m, name, leave_parametrized=True)
-    return plain.state_dict()
+    state = module.state_dict()
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            for prefix, m in parametrized:
+                dot = f"{prefix}." if prefix else ""
+                for tensor_name in m.parametrizations:
+                    inner = f"{dot}parametrizations.{tensor_name}."
+                    for key in [k for k in state if k.startswith(inner)]:
+                        del state[key]
+                    state[f"{dot}{tensor_name}"] = getattr(m, tensor_name).detach().clone()
+    finally:
+        for m, training in modes:
+            m.training = training
+    return state

@@ -1,8 +1,14 @@
-"""One training step: the D phase, then the G phase (stylegan2-ada's phase walk, made explicit).
+"""One training step: D phase(s), then the G phase (stylegan2-ada's phase walk, made explicit).
 
 In each phase only the updated network has `requires_grad` on; the other one is called unwrapped (no
 DDP forward, no reducer), so exactly one copy of the updated network's gradients is all-reduced, once
 per optimiser step: micro-batches before the last run under `no_sync` (gradient accumulation).
+
+Randomness is keyed, not streamed: each phase of each step seeds one device generator from (seed, step,
+phase, repeat) and draws the whole global batch's latents and recipe draws (DiffAugment parameters, GP
+weights); every micro-batch takes its own samples out of them (`Layout`). So 1 process x B, 2 processes
+x B/2 and 1 process x B/2 x 2 accumulation train on the same samples, and a resumed run draws what the
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -11,14 +17,17 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
 from distgan.family import Batch, Stats
+from distgan.losses.recipe import PhaseContext, Recipe, draw, take_draws
 from distgan.train.setup import Precision
 
-LossFn = Callable[[nn.Module, nn.Module, Batch, Tensor], "tuple[Tensor, Stats]"]
+LossFn = Callable[[nn.Module, nn.Module, Batch, Tensor, PhaseContext], "tuple[Tensor, Stats]"]
+MicroInputs = Callable[[int], "tuple[Tensor, PhaseContext]"]  # micro-batch index -> (latents, context)
 
 
 @dataclass
@@ -28,6 +37,7 @@ class Phase:
     name: str  # "G" or "D": also the key of this phase's GradScaler
     loss: LossFn
     optimizer: torch.optim.Optimizer
+    repeats: int = 1  # optimiser steps per training step (D: train.d_steps), each on its own batches
 
 
 @dataclass
@@ -40,18 +50,110 @@ class Nets:
     D_plain: nn.Module
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where this rank's micro-batches sit in a step's global batch of accum x batch x world samples.
+
+    Sample k of micro-batch i on rank r is global sample (i * batch + k) * world + r: the order in which
+    `split_dataset_by_node` interleaves a stream's examples over ranks, so the latents, augmentation and GP
+    weights of a global sample travel with the same real example whatever the number of processes.
+    """
+
+    batch: int
+    accum: int = 1
+    world: int = 1
+    rank: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.accum * self.batch * self.world
+
+    def take(self, t: Tensor, i: int) -> Tensor:
+        """Micro-batch i's rows (batch, ...) of a global-batch tensor (total, ...)."""
+        return t.view(self.accum, self.batch, self.world, *t.shape[1:])[i, :, self.rank].contiguous()
+
+
+def seed_from(key: tuple[int, ...]) -> int:
+    """A 64-bit generator seed from a key of integers (independent streams for neighbouring keys)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class TrainStep:
+    """One optimiser step of every phase: `TrainStep(...)(step, groups)` -> stats (device tensors, no host sync).
+
+    `groups`: one list of `layout.accum` micro-batches per D repeat (train.d_steps); the G phase reuses
+    the last group (its labels or sources; its fakes are new).
+    """
+
+    def __init__(
+        self,
+        acc: Accelerator,
+        precision: Precision,
+        nets: Nets,
+        phases: list[Phase],
+        recipe: Recipe,
+        z_dim: int,
+        image_size: int,
+        seed: int,
+        layout: Layout,
+    ) -> None:
+        self.acc, self.precision, self.nets, self.phases = acc, precision, nets, phases
+        self.recipe, self.z_dim, self.seed, self.layout = recipe, z_dim, seed, layout
+        self.size = (image_size, image_size)
+        self.gen = torch.Generator(device=acc.device)
+        self.d_steps = next((p.repeats for p in phases if p.name == "D"), 1)
+
+    def __call__(self, step: int, groups: list[list[Batch]]) -> Stats:
+        stats: Stats = {}
+        for index, phase in enumerate(self.phases):
+            runs: list[Stats] = []
+            for j in range(phase.repeats):
+                r1_step = phase.name == "D" and self.recipe.is_r1_step(step * self.d_steps + j)
+                inputs = self.inputs(phase.name, (self.seed, step, index, j), r1_step)
+                batches = groups[min(j, len(groups) - 1)]
+                runs.append(run_phase(self.acc, self.precision, self.nets, phase, batches, inputs))
+            stats |= runs[0] if len(runs) == 1 else _over_repeats(runs)
+        return stats
+
+    def inputs(self, phase: str, key: tuple[int, ...], r1_step: bool = False) -> MicroInputs:
+        """(latents, context) of micro-batch i for one phase: the global batch drawn from a generator seeded by
+        `key`, latents first (so switching augmentation on does not change them)."""
+        layout, device = self.layout, self.acc.device
+        self.gen.manual_seed(seed_from(key))
+        z = torch.randn(layout.total, self.z_dim, generator=self.gen, device=device)
+        draws = draw(self.recipe, self.gen, None, layout.total, self.size, device, phase)
+        penalties = phase == "D" and (r1_step or self.recipe.gp_lambda > 0)
+        scale = self.precision.loss_scale(phase, device) if penalties else None
+
+        def at(i: int) -> tuple[Tensor, PhaseContext]:
+            mine = take_draws(draws, lambda t: layout.take(t, i)) if draws else {}
+            return layout.take(z, i), PhaseContext(self.recipe, mine, r1_step, scale)
+
+        return at
+
+
+def _over_repeats(runs: list[Stats]) -> Stats:
+    """Stats of a repeated phase: each the mean over the repeats that report it; a skip if any repeat skipped."""
+    out: Stats = {}
+    for key in dict.fromkeys(k for run in runs for k in run):
+        values = [run[key] for run in runs if key in run]
+        out[key] = torch.stack(values).amax() if key.startswith("skipped_") else torch.stack(values).mean()
+    return out
+
+
 def run_phase(
     accelerator: Accelerator,
     precision: Precision,
     nets: Nets,
     phase: Phase,
     micro_batches: list[Batch],
-    noise: Callable[[int], Tensor],
+    inputs: MicroInputs,
 ) -> Stats:
     """Accumulate the phase's loss over micro-batches, then one (scaled) optimiser step.
 
-    Returns the phase's stats averaged over micro-batches (tensors on device, no host sync), plus
-    `skipped_<name>` = 1 when the gradients were non-finite and the optimiser step was skipped.
+    `inputs(i)`: micro-batch i's latents and context. Returns the phase's stats averaged over micro-batches
+    (tensors on device, no host sync), plus `skipped_<name>` = 1 when the gradients were non-finite and the
+    optimiser step was skipped.
     """
     updated = nets.G if phase.name == "G" else nets.D
     G, D = (nets.G, nets.D_plain) if phase.name == "G" else (nets.G_plain, nets.D)
@@ -62,9 +164,10 @@ def run_phase(
     totals: Stats = {}
     for i, batch in enumerate(micro_batches):
         sync = i == n - 1  # all-reduce only on the last micro-batch
+        z, ctx = inputs(i)
         with nullcontext() if sync else accelerator.no_sync(updated):
             with precision.autocast():
-                loss, stats = phase.loss(G, D, batch, noise(i))
+                loss, stats = phase.loss(G, D, batch, z, ctx)
             scaler.scale(loss / n if n > 1 else loss).backward()  # no extra op without accumulation
         for k, v in stats.items():
             v = v / n if n > 1 else v
@@ -84,13 +187,16 @@ def run_phase(
 def _step_unless_nonfinite(optimizer: torch.optim.Optimizer) -> Tensor:
     """Optimiser step, skipped if any gradient is inf/nan; returns 1.0 if skipped (a device tensor).
 
+    The check is GradScaler's own multi-tensor kernel with a scale of 1 (one launch for all gradients).
     Fused optimisers take the verdict as `found_inf` and skip on the device (no host sync, as with
     GradScaler); others fall back to one host sync.
     """
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    found_inf = (~torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())).float()
+    found = torch.zeros(1, device=grads[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
+    found_inf = found.view(())  # the shape fused Adam's step counters take
     if getattr(optimizer, "_step_supports_amp_scaling", False):
         optimizer.found_inf = found_inf
         optimizer.step()

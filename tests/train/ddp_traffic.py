@@ -1,8 +1,10 @@
 """Run under `accelerate launch --multi_gpu --num_processes 2`: count gradient all-reduce bytes per phase.
 
 A DDP communication hook on G and on D records every bucket it all-reduces (then all-reduces it as
-usual). Steps go through the framework's own build_training / run_phase, with BatchNorm on (D runs
-twice, real then fake, before one backward) and with gradient accumulation 1 and 2.
+usual). Steps go through the framework's own build_training / TrainStep / run_phase, with BatchNorm on
+(D runs twice, real then fake, before one backward), with gradient accumulation 1 and 2, and with three
+recipes: plain BCE, lazy R1 (every 2nd D step: a double backward through the DDP-wrapped D) and WGAN-GP
+with DiffAugment.
 Writes {"rows": [...], "numel": {...}} as JSON to argv[1] on the main process.
 """
 
@@ -20,10 +22,11 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E
 
 from distgan.config import build_config  # noqa: E402
 from distgan.family import DataSpec  # noqa: E402
+from distgan.losses.recipe import Recipe  # noqa: E402
 from distgan.registry import get_family  # noqa: E402
-from distgan.train.loop import build_training, phase_noise  # noqa: E402
+from distgan.train.loop import build_training  # noqa: E402
 from distgan.train.setup import Precision, make_accelerator  # noqa: E402
-from distgan.train.step import run_phase  # noqa: E402
+from distgan.train.step import Layout, TrainStep, run_phase  # noqa: E402
 
 
 def main(out: str) -> None:
@@ -44,25 +47,35 @@ def main(out: str) -> None:
     nets.G.register_comm_hook(None, counting("G"))
     nets.D.register_comm_hook(None, counting("D"))
     precision, rows, B = Precision("no", acc.device.type), [], 4
-    for accum in (1, 2):
-        for step in range(3):
-            micro = [{"image": torch.rand(B, 3, 16, 16) * 2 - 1} for _ in range(accum)]
-            for index, phase in enumerate(phases):
-                before = dict(sent)
-                noise = phase_noise(
-                    torch.Generator(), (0, step, index), family.z_dim, B, accum, acc.process_index, 2, "cpu"
-                )
-                run_phase(acc, precision, nets, phase, micro, noise)
-                frozen = nets.G_plain if phase.name == "D" else nets.D_plain
-                rows.append(
-                    {
-                        "accum": accum,
-                        "phase": phase.name,
-                        "G_bytes": sent["G"] - before["G"],
-                        "D_bytes": sent["D"] - before["D"],
-                        "frozen_with_grad": sum(p.grad is not None for p in frozen.parameters()),
-                    }
-                )
+    recipes = {
+        "bce": Recipe(),
+        "lazy_r1": Recipe(r1_gamma=1.0, r1_every=2),
+        "gp_diffaugment": Recipe(adversarial="wgan", gp_lambda=10.0, diffaugment="color,translation,cutout"),
+    }
+    for name, recipe in recipes.items():
+        for accum in (1, 2):
+            layout = Layout(B, accum, acc.num_processes, acc.process_index)
+            train_step = TrainStep(acc, precision, nets, phases, recipe, family.z_dim, 16, 0, layout)
+            for step in range(2):
+                micro = [{"image": torch.rand(B, 3, 16, 16) * 2 - 1} for _ in range(accum)]
+                for index, phase in enumerate(phases):
+                    before = dict(sent)
+                    r1_step = phase.name == "D" and recipe.is_r1_step(step)
+                    stats = run_phase(
+                        acc, precision, nets, phase, micro, train_step.inputs(phase.name, (0, step, index), r1_step)
+                    )
+                    frozen = nets.G_plain if phase.name == "D" else nets.D_plain
+                    rows.append(
+                        {
+                            "recipe": name,
+                            "accum": accum,
+                            "phase": phase.name,
+                            "penalties": sorted(k for k in stats if k in ("r1", "gp")),
+                            "G_bytes": sent["G"] - before["G"],
+                            "D_bytes": sent["D"] - before["D"],
+                            "frozen_with_grad": sum(p.grad is not None for p in frozen.parameters()),
+                        }
+                    )
     # after all steps the replicas must still be identical
     same = torch.tensor([float(sum(p.sum() for p in m.parameters())) for m in (nets.G_plain, nets.D_plain)])
     gathered = acc.gather(same[None]).tolist()

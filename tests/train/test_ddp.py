@@ -19,13 +19,23 @@ def test_each_phase_all_reduces_exactly_one_copy_of_its_network(tmp_path: Path) 
     assert_ok(run([*cmd, "tests/train/ddp_traffic.py", str(out)]))
     result = json.loads(out.read_text())
     fp32 = 4
-    for row in result["rows"]:  # both accumulation settings: one all-reduce per optimiser step
+    for row in result["rows"]:  # every recipe and accumulation: one all-reduce per optimiser step
         updated, frozen = row["phase"], "G" if row["phase"] == "D" else "D"
         assert row[f"{updated}_bytes"] == fp32 * result["numel"][updated], row
         assert row[f"{frozen}_bytes"] == 0, row
         assert row["frozen_with_grad"] == 0, row
-    assert len(result["rows"]) == 12
+    assert len(result["rows"]) == 3 * 2 * 2 * 2  # recipes x accumulation x steps x phases
+    d_rows = {(r["recipe"], r["accum"], i % 2): r["penalties"] for i, r in enumerate(result["rows"][::2])}
+    assert d_rows[("lazy_r1", 1, 0)] == ["r1"] and d_rows[("lazy_r1", 1, 1)] == []  # R1 on every 2nd D step
+    assert d_rows[("gp_diffaugment", 2, 0)] == d_rows[("gp_diffaugment", 2, 1)] == ["gp"]
     assert result["replicas"][0] == result["replicas"][1], "ranks diverged"
+
+
+# every recipe piece whose randomness or gradients could differ between ranks or micro-batches: lazy R1 (a
+# double backward through DDP), GP (per-sample interpolation weights), 2 D steps (each on its own batches) and
+# DiffAugment (per-sample parameters); spectral norm is left out, its power iteration runs once per forward
+RECIPE = ["loss.r1_gamma=1", "loss.r1_every=2", "loss.gp_lambda=1", "train.d_steps=2"]
+RECIPE += ["augment.diffaugment=color,translation,cutout"]
 
 
 def _train(out: Path, data: Path, nproc: int, batch: int, accum: int) -> dict[str, torch.Tensor]:
@@ -33,6 +43,7 @@ def _train(out: Path, data: Path, nproc: int, batch: int, accum: int) -> dict[st
 
     args = ["--config", str(TEST_CONFIGS / "tiny_dcgan.yaml"), "--output-dir", str(out), f"data.path={data}"]
     args += ["model.norm=none", f"train.batch_size={batch}", f"train.grad_accum={accum}", "train.max_steps=5"]
+    args += [*RECIPE]
     args += ["checkpoint.every=100", "log.sample_every=100"]
     assert_ok(launch_train(args, nproc=nproc))
     final = out / "checkpoints" / "step_000000005"
@@ -42,7 +53,8 @@ def _train(out: Path, data: Path, nproc: int, batch: int, accum: int) -> dict[st
 
 
 def test_one_process_equals_two_processes_and_accumulation(tmp_path: Path, digits_one_shard: Path) -> None:
-    """Same global batch of the same (shuffled, streamed) data: 1x8, 2x4, 1x(4x2 accum), 2x(2x2 accum)."""
+    """Same global batch of the same (shuffled, streamed) data with every recipe piece on (RECIPE): 1x8, 2x4,
+    1x(4x2 accum), 2x(2x2 accum)."""
     reference = _train(tmp_path / "a", digits_one_shard, nproc=1, batch=8, accum=1)
     variants = {
         "2 processes x 4": _train(tmp_path / "b", digits_one_shard, nproc=2, batch=4, accum=1),

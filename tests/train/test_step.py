@@ -10,10 +10,11 @@ from accelerate.state import AcceleratorState
 
 from distgan.config import build_config
 from distgan.family import DataSpec
+from distgan.losses.recipe import Recipe
 from distgan.registry import get_family
-from distgan.train.loop import build_training, phase_noise
+from distgan.train.loop import build_training
 from distgan.train.setup import Precision, make_accelerator
-from distgan.train.step import run_phase
+from distgan.train.step import Layout, TrainStep, run_phase
 
 
 @pytest.fixture
@@ -42,11 +43,13 @@ def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 
 
 def _step(acc, family, nets, phases, precision, micro, batch, accum=1, step=0):
-    stats = {}
-    for index, phase in enumerate(phases):
-        noise = phase_noise(torch.Generator(), (0, step, index), family.z_dim, batch, accum, 0, 1, acc.device)
-        stats |= run_phase(acc, precision, nets, phase, micro, noise)
-    return stats
+    """One training step of the framework's own TrainStep (both phases) on these micro-batches."""
+    train_step = TrainStep(acc, precision, nets, phases, Recipe(), family.z_dim, 16, 0, Layout(batch, accum))
+    return train_step(step, [micro])
+
+
+def _inputs(acc, family, nets, phases, precision, batch, phase="D"):
+    return TrainStep(acc, precision, nets, phases, Recipe(), family.z_dim, 16, 0, Layout(batch)).inputs(phase, (0,))
 
 
 def test_each_phase_updates_only_its_network(setup) -> None:
@@ -54,13 +57,13 @@ def test_each_phase_updates_only_its_network(setup) -> None:
     precision = Precision("no", "cpu")
     batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
     g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
-    noise = phase_noise(torch.Generator(), (0, 0, 0), family.z_dim, 4, 1, 0, 1, acc.device)
-    stats = run_phase(acc, precision, nets, phases[0], batch, noise)  # D phase
+    inputs = _inputs(acc, family, nets, phases, precision, 4)
+    stats = run_phase(acc, precision, nets, phases[0], batch, inputs)  # D phase
     assert _changed(d0, nets.D_plain) and not _changed(g0, nets.G_plain)
     assert all(p.grad is None for p in nets.G_plain.parameters()), "G got gradients in the D phase"
     assert set(stats) == {"loss_d", "d_real", "d_fake", "skipped_D"} and stats["skipped_D"].item() == 0
     d1 = _params(nets.D_plain)
-    stats = run_phase(acc, precision, nets, phases[1], batch, noise)  # G phase
+    stats = run_phase(acc, precision, nets, phases[1], batch, _inputs(acc, family, nets, phases, precision, 4, "G"))
     assert _changed(g0, nets.G_plain) and not _changed(d1, nets.D_plain)
     assert all(p.grad is None for p in nets.D_plain.parameters()), "D got gradients in the G phase"
     assert set(stats) == {"loss_g", "skipped_G"} and stats["skipped_G"].item() == 0
@@ -70,8 +73,8 @@ def test_fp16_overflow_skips_only_that_network(setup) -> None:
     acc, cfg, family, nets, phases = setup(mixed_precision="fp16")
     precision = Precision("fp16", "cpu")
     poisoned = copy.copy(phases[0])
-    poisoned.loss = lambda G, D, batch, z: (lambda loss, stats: (loss * float("inf"), stats))(
-        *family.d_phase(G, D, batch, z)
+    poisoned.loss = lambda G, D, batch, z, ctx: (lambda loss, stats: (loss * float("inf"), stats))(
+        *family.d_phase(G, D, batch, z, ctx)
     )  # D's gradients overflow
     batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
     g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
@@ -107,8 +110,8 @@ def test_bf16_step_keeps_fp32_weights(setup) -> None:
 def test_nonfinite_gradients_skip_the_step_without_fp16(setup, mode: str) -> None:
     acc, cfg, family, nets, phases = setup(mixed_precision=mode)
     poisoned = copy.copy(phases[1])
-    poisoned.loss = lambda G, D, batch, z: (lambda loss, stats: (loss * float("nan"), stats))(
-        *family.g_phase(G, D, batch, z)
+    poisoned.loss = lambda G, D, batch, z, ctx: (lambda loss, stats: (loss * float("nan"), stats))(
+        *family.g_phase(G, D, batch, z, ctx)
     )  # G's gradients become nan
     batch = [{"image": torch.rand(4, 1, 16, 16)}]
     _step(acc, family, nets, phases, Precision(mode, "cpu"), batch, 4)  # one good step: Adam has state
