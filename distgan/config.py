@@ -113,6 +113,8 @@ class TrainConfig:
     ema_rampup: float | None = 0.05  # early on the half-life is at most images_seen x this (StyleGAN2); null: off
     d_steps: int = 1  # D updates per G update (WGAN-GP's n_critic: 5), each on its own batch
     spectral_norm: Literal["none", "D", "G", "both"] | None = None  # null: the family's default (sngan: D)
+    channels_last: bool = True  # NHWC weights and images: faster convolutions (measured: docs/benchmarks.md)
+    compile: Literal[False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
 
     def validate(self) -> None:
         require_at_least_one(self, "train", ("max_steps", "grad_accum", "max_nonfinite", "control_every", "d_steps"))

@@ -12,6 +12,9 @@ pass `scale` (the GradScaler's scale as a device tensor, e.g. `scaler._scale`, n
 is taken of `scale * logits` and divided by `scale` before it is squared. The penalty itself is then
 computed in fp32 (also under bf16, where no scale is needed) and goes into the loss that the caller scales
 as usual; an inf from an overflowing scale reaches D's gradients, so the scaler skips that step.
+
+Compiled graphs (`train.compile`) have no double backward: the trainer runs a D step that carries a
+penalty eagerly (distgan/train/step.py).
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ class PhaseContext:
     r1_step: bool = False
     scale: Tensor | None = None
 
+    @property
+    def double_backward(self) -> bool:
+        """Whether this phase takes a penalty's input gradient (R1 on this D step, or GP): a double backward."""
+        return self.r1_step or "alpha" in self.draws
+
     def augment(self, which: str) -> Augment:
         """The augmentation of D's "real" or "fake" inputs (the identity without a policy)."""
         params = self.draws.get(f"aug_{which}")

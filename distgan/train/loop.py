@@ -29,15 +29,16 @@ from distgan.train import checkpoint as ckpt
 from distgan.train.ema import EMA
 from distgan.train.evaluation import TrainingEval, check_eval_setup
 from distgan.train.setup import (
+    Nets,
     Precision,
     check_runtime,
     make_accelerator,
     resolve_mixed_precision,
+    to_device,
     wrap_models,
 )
 from distgan.train.signals import StopSignals
-from distgan.train.spectral import apply_spectral_norm
-from distgan.train.step import Layout, Nets, Phase, TrainStep
+from distgan.train.step import Layout, Phase, TrainStep
 
 
 @dataclass
@@ -110,8 +111,14 @@ def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str
         "processes": world_size,
         "global_batch": global_batch,
         "max_steps": cfg.train.max_steps,
-        "images_total": global_batch * cfg.train.max_steps,
+        "images_total": global_batch * cfg.train.max_steps * cfg.train.d_steps,
         "mixed_precision": p.mixed_precision,
+        "channels_last": cfg.train.channels_last,
+        "compile": cfg.train.compile,
+        "loss": cfg.to_dict()["loss"],
+        "d_steps": cfg.train.d_steps,
+        "spectral_norm": cfg.train.spectral_norm,
+        "diffaugment": cfg.augment.diffaugment,
         "params_G": sum(t.numel() for t in G.parameters()),
         "params_D": sum(t.numel() for t in D.parameters()),
         "resume_from": str(p.checkpoint) if p.checkpoint else None,
@@ -119,16 +126,10 @@ def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str
 
 
 def build_training(acc: Accelerator, cfg: Config, family: Family) -> tuple[Family, Nets, list[Phase]]:
-    """Networks (identically initialised on every rank, spectral-normalized where asked, then wrapped) and
-    the D and G phases."""
+    """Networks (identically initialised on every rank, then wrapped: spectral norm, memory format, compile,
+    DDP; see setup.py) and the D and G phases."""
     set_seed(cfg.train.seed)  # identical initial weights (and spectral norm's u, v) on every rank
-    G, D = family.build_generator(), family.build_discriminator()
-    if cfg.train.spectral_norm in ("G", "both"):  # before DDP and before a checkpoint is loaded
-        apply_spectral_norm(G)
-    if cfg.train.spectral_norm in ("D", "both"):
-        apply_spectral_norm(D)
-    G, D = wrap_models(acc, cfg, G, D)
-    nets = Nets(G, D, acc.unwrap_model(G), acc.unwrap_model(D))
+    nets = wrap_models(acc, cfg, family.build_generator(), family.build_discriminator())
     betas = tuple(cfg.train.betas)
     phases = [  # order matters: D learns on the current G, then G on the updated D
         Phase("D", family.d_phase, _adam(nets.D_plain, cfg.train.lr_d, betas), repeats=cfg.train.d_steps),
@@ -211,7 +212,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
     train_step = make_step(acc, cfg, family, nets, phases, precision)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
-    t_start, stop = time.perf_counter(), None
+    t_start, stop, first_step = time.perf_counter(), None, state.step
     signals = signals or StopSignals()
     nonfinite_streak = torch.zeros((), device=acc.device)  # steps in a row with a skipped (non-finite) phase
     bar = tqdm(
@@ -229,11 +230,14 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
                 for _ in range(cfg.train.grad_accum):
                     (epoch, index), batch = next(batches)
                     position = (epoch, index + 1)  # the next batch this rank reads
-                    micro.append({k: v.to(acc.device, non_blocking=True) for k, v in batch.items()})
+                    micro.append(to_device(batch, acc.device, cfg.train.channels_last))
                 groups.append(micro)
+            t_step = time.perf_counter()
             stats = train_step(state.step, groups)
+            if cfg.train.compile and state.step == first_step:  # graphs compile at their first call
+                say(acc, f"distgan: first step {time.perf_counter() - t_step:.1f} s (torch.compile, cached by torch)")
             running.add(stats)
-            skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"]).to(acc.device)
+            skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"])
             nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
             state.step += 1
             state.images_seen += B * cfg.train.grad_accum * world * cfg.train.d_steps  # real images D has seen

@@ -1,11 +1,21 @@
-"""Parallelism and precision, applied around plain models as separate steps (torchtitan's habit).
+"""Parallelism, precision, memory format and compilation, applied around plain models as separate steps
+(torchtitan's habit), in one place and in this order:
 
 1. `make_accelerator`: the process group. On a machine without GPUs, `accelerate launch --multi_gpu`
    only gives real (gloo) DDP when the Accelerator is created with `cpu=True`; we detect that here so
    the user's command is the same everywhere.
-2. `wrap_models`: optional SyncBatchNorm, then DDP through `accelerator.prepare`. Buffers are not
-   broadcast: D runs twice (real, fake) before its backward, and DDP's in-place buffer broadcast in
-   every forward both costs traffic and trips autograd's version check on BatchNorm buffers.
+2. `wrap_models`, on each network the family built:
+   a. spectral norm (`train.spectral_norm`) on every Conv/ConvTranspose/Linear (distgan/train/spectral.py);
+   b. device and memory format (`train.channels_last`): NHWC weights, so convolutions run in the layout
+      the fast kernels want (the inputs are converted as they arrive: `to_device`);
+   c. SyncBatchNorm (`train.sync_bn`, CUDA, several processes);
+   d. `torch.compile` (`train.compile`) of the plain module: the compiled wrapper shares its parameters,
+      so checkpoints, the EMA, sampling and export keep using the plain module (no `_orig_mod.` keys) and
+      never run compiled code; a compiled run resumes uncompiled and back;
+   e. DDP through `accelerator.prepare`, around the compiled module (DDP's bucketing, `no_sync` and
+      hooks stay in Python, outside the compiled graphs). Buffers are not broadcast: D runs twice (real,
+      fake) before its backward, and DDP's in-place buffer broadcast in every forward both costs traffic
+      and trips autograd's version check on BatchNorm buffers.
 3. `Precision`: autocast + one GradScaler per network. Accelerate shares one scaler between optimisers,
    so an fp16 overflow in D would also shrink G's scale; each phase owns its scaler here. Weights and
    optimiser state stay fp32.
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +37,8 @@ from torch import nn
 
 from distgan.config import Config
 from distgan.errors import ConfigError
+from distgan.family import Batch
+from distgan.train.spectral import apply_spectral_norm
 
 DTYPES = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -67,17 +80,64 @@ def make_accelerator(cfg: Config, run_dir: str, log_with: str | None) -> Acceler
     )
 
 
-def wrap_models(accelerator: Accelerator, cfg: Config, G: nn.Module, D: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """SyncBatchNorm (if asked and distributed), device placement and DDP."""
-    if cfg.train.sync_bn and accelerator.num_processes > 1:
-        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
+@dataclass
+class Nets:
+    """G and D as each phase calls them, and the plain modules behind them.
+
+    `G`/`D`: what the phase that updates the network calls (DDP-wrapped, compiled when asked);
+    `G_frozen`/`D_frozen`: what the other phase calls (no DDP, no reducer; compiled when asked);
+    `G_plain`/`D_plain`: the modules themselves: weights, optimisers, checkpoints, EMA, sampling, export.
+    """
+
+    G: Callable
+    D: Callable
+    G_plain: nn.Module
+    D_plain: nn.Module
+    G_frozen: Callable | None = None
+    D_frozen: Callable | None = None
+
+    def __post_init__(self) -> None:
+        self.G_frozen = self.G_plain if self.G_frozen is None else self.G_frozen
+        self.D_frozen = self.D_plain if self.D_frozen is None else self.D_frozen
+
+
+def wrap_models(accelerator: Accelerator, cfg: Config, G: nn.Module, D: nn.Module) -> Nets:
+    """Spectral norm, device and memory format, SyncBatchNorm, compile, DDP: in that order (module docstring)."""
+    plain, fast = [], []
+    for name, net in (("G", G), ("D", D)):
+        if cfg.train.spectral_norm in (name, "both"):  # before DDP and before a checkpoint is loaded
+            apply_spectral_norm(net)
+        net.to(accelerator.device, memory_format=torch.channels_last if cfg.train.channels_last else None)
+        if cfg.train.sync_bn and accelerator.num_processes > 1:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        plain.append(net)
+        fast.append(compiled(net, cfg.train.compile))
     with warnings.catch_warnings():
         # torch 2.13 deprecated DDP's broadcast_buffers for forward_sync_buffers, but Accelerate 1.15's
         # DistributedDataParallelKwargs cannot pass the new option; broadcast_buffers=False still does what we
         # want (no buffer broadcast in forward), so only this deprecation notice is silenced, only here.
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-        return accelerator.prepare(G, D)
+        G_ddp, D_ddp = accelerator.prepare(*fast)
+    return Nets(G_ddp, D_ddp, plain[0], plain[1], fast[0], fast[1])
+
+
+def compiled(module: nn.Module, mode: bool | str) -> Callable:
+    """`torch.compile(module)` for `train.compile` true or a mode name; the module itself when false.
+
+    Graphs are compiled at their first call; the phases' requires_grad switches and the eval-mode passes
+    of spectral norm give each network a small fixed number of graphs (guarded, then reused)."""
+    if mode is False:
+        return module
+    return torch.compile(module, mode=None if mode is True else mode)
+
+
+def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
+    """A batch from the data loader on the training device; images (4-D) in channels_last when asked."""
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    return {
+        k: v.to(device, non_blocking=True, memory_format=fmt if v.dim() == 4 else torch.preserve_format)
+        for k, v in batch.items()
+    }
 
 
 @dataclass

@@ -13,8 +13,9 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from distgan.family import Batch, Stats
 from distgan.losses.recipe import PhaseContext, Recipe, draw, take_draws
-from distgan.train.setup import Precision
+from distgan.train.setup import Nets, Precision
 
 LossFn = Callable[[nn.Module, nn.Module, Batch, Tensor, PhaseContext], "tuple[Tensor, Stats]"]
 MicroInputs = Callable[[int], "tuple[Tensor, PhaseContext]"]  # micro-batch index -> (latents, context)
@@ -38,16 +39,6 @@ class Phase:
     loss: LossFn
     optimizer: torch.optim.Optimizer
     repeats: int = 1  # optimiser steps per training step (D: train.d_steps), each on its own batches
-
-
-@dataclass
-class Nets:
-    """G and D, wrapped (for the phase that updates them) and plain (for the phase that only uses them)."""
-
-    G: nn.Module
-    D: nn.Module
-    G_plain: nn.Module
-    D_plain: nn.Module
 
 
 @dataclass(frozen=True)
@@ -156,7 +147,7 @@ def run_phase(
     optimiser step was skipped.
     """
     updated = nets.G if phase.name == "G" else nets.D
-    G, D = (nets.G, nets.D_plain) if phase.name == "G" else (nets.G_plain, nets.D)
+    G, D = (nets.G, nets.D_frozen) if phase.name == "G" else (nets.G_frozen, nets.D)
     (nets.G_plain if phase.name == "G" else nets.D_plain).requires_grad_(True)
     (nets.D_plain if phase.name == "G" else nets.G_plain).requires_grad_(False)
     scaler = precision.scalers[phase.name]
@@ -166,7 +157,7 @@ def run_phase(
         sync = i == n - 1  # all-reduce only on the last micro-batch
         z, ctx = inputs(i)
         with nullcontext() if sync else accelerator.no_sync(updated):
-            with precision.autocast():
+            with precision.autocast(), eager_if(ctx.double_backward):
                 loss, stats = phase.loss(G, D, batch, z, ctx)
             scaler.scale(loss / n if n > 1 else loss).backward()  # no extra op without accumulation
         for k, v in stats.items():
@@ -184,6 +175,20 @@ def run_phase(
     return totals
 
 
+@functools.cache
+def _one(device: torch.device) -> Tensor:
+    """The "inverse scale" 1.0 of the non-finite check, made once per device."""
+    return torch.ones(1, device=device)
+
+
+def eager_if(condition: bool) -> AbstractContextManager:
+    """Run compiled networks eagerly inside (torch.compile has no double backward, which R1 and GP take).
+
+    A whole D step goes eager, not only the penalty's pass: BatchNorm's saved running statistics would
+    otherwise be modified in place by a compiled pass between an eager pass and its backward."""
+    return torch.compiler.set_stance("force_eager") if condition else nullcontext()
+
+
 def _step_unless_nonfinite(optimizer: torch.optim.Optimizer) -> Tensor:
     """Optimiser step, skipped if any gradient is inf/nan; returns 1.0 if skipped (a device tensor).
 
@@ -195,7 +200,7 @@ def _step_unless_nonfinite(optimizer: torch.optim.Optimizer) -> Tensor:
     if not grads:
         return torch.zeros(())
     found = torch.zeros(1, device=grads[0].device)
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, _one(found.device))
     found_inf = found.view(())  # the shape fused Adam's step counters take
     if getattr(optimizer, "_step_supports_amp_scaling", False):
         optimizer.found_inf = found_inf
