@@ -550,6 +550,7 @@ def load_checkpoint(folder: Path, contents: Contents, rank: int, world: int) -> 
         load_weights(module, folder / f"{name}.safetensors")
     for name, optimizer in contents.optimizers.items():
         optimizer.load_state_dict(load_tree(folder, f"opt_{name}"))
+        match_param_layout(optimizer)
     for name, scaler in contents.scalers.items():
         scaler_state = json.loads((folder / f"scaler_{name}.json").read_text())
         if scaler_state and scaler.is_enabled():
@@ -562,6 +563,18 @@ def load_checkpoint(folder: Path, contents: Contents, rank: int, world: int) -> 
         return state, tuple(rank_state["data"])
     epoch = load_tree(folder, "rank_0")["data"][0]
     return state, (epoch + 1, 0)
+
+
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each loaded per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Saved tensors come back contiguous, while a channels_last parameter is NHWC; fused Adam walks the
+    parameter, its gradient and its moments as flat memory, so mismatched layouts would silently pair the
+    wrong elements (an update off by the size of the moments, not an error)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:

@@ -223,3 +223,26 @@ def test_rotation_never_prunes_the_best_checkpoint(tmp_path: Path) -> None:
     assert ckpt.read_best(root)["step"] == 4
     (root / "best.json").write_text('{"checkpoint": "../elsewhere", "value": 1}')  # never outside checkpoints/
     assert ckpt.read_best(root) is None
+
+
+def test_loaded_adam_moments_take_a_channels_last_parameters_layout(tmp_path: Path) -> None:
+    """Fused Adam reads a parameter and its moments as flat memory: a contiguous moment beside an NHWC
+    parameter would pair the wrong elements. After loading, the next step equals the uninterrupted one."""
+    torch.manual_seed(0)
+    grads = [torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    straight = torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+    resumed = torch.nn.Parameter(straight.detach().clone(memory_format=torch.channels_last))
+    opt = torch.optim.Adam([straight], lr=0.1, fused=True)
+    straight.grad = grads[0]
+    opt.step()
+    ckpt.save_tree(opt.state_dict(), tmp_path, "opt")
+    with torch.no_grad():
+        resumed.copy_(straight)
+    loaded = torch.optim.Adam([resumed], lr=0.1, fused=True)
+    loaded.load_state_dict(ckpt.load_tree(tmp_path, "opt"))
+    ckpt.match_param_layout(loaded)
+    assert loaded.state[resumed]["exp_avg"].stride() == resumed.stride()
+    for opt_, p in ((opt, straight), (loaded, resumed)):
+        p.grad = grads[1]
+        opt_.step()
+    assert torch.equal(straight, resumed)
