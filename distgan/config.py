@@ -434,8 +434,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         if isinstance(value, bool):  # YAML 1.1 reads off/no as false and on/yes as true
             value = next((a for a in args if str(a) in (("on", "yes") if value else ("off", "no"))), value)
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        if not any(value == a and type(value) is type(a) for a in args):  # 1 == True, but 1 is no choice
+            choices = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)
+            raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
         return value
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # a list of any length (or "a,b" from the CLI)
         if isinstance(value, str):
