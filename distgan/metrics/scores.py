@@ -21,9 +21,9 @@ def fid_from_stats(
     """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2), all in float64.
 
     tr sqrt(S1 S2) is the sum of the square roots of the eigenvalues of S1 S2, which are those of the
-    symmetric R S1 R with R = sqrt(S2): `eigvalsh` of that is ~2x faster than torch-fidelity's `eigvals` of
-    the non-symmetric product and gives the same number (docs/metrics.md). Pass `sqrt_sigma2` (from
-    `sqrt_psd(sigma2)`) to reuse the root of a fixed reference across evaluations.
+    symmetric R S1 R with R = sqrt(S2): `eigh` + `eigvalsh` are faster than torch-fidelity's `eigvals` of
+    the non-symmetric product and give the same number (docs/metrics.md). Pass `sqrt_sigma2` (from
+    `sqrt_psd(sigma2)`) to reuse the root of a fixed reference across evaluations: `eigvalsh` alone is left.
     """
     diff = mu1 - mu2
     root = sqrt_psd(sigma2) if sqrt_sigma2 is None else sqrt_sigma2

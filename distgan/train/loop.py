@@ -287,8 +287,9 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
     say(acc, "distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v and k != "stopped_by"))
-    if evaluation is not None and evaluation.summary():  # the run's number last, where it is seen
-        say(acc, f"distgan: {evaluation.summary()}")
+    summary = evaluation.summary() if evaluation is not None else None
+    if summary:  # the run's number last, where it is seen
+        say(acc, f"distgan: {summary}")
     return result
 
 
