@@ -8,12 +8,15 @@ numbers go to W&B as `eval/<key>` at the training step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from torch import nn
 
@@ -36,6 +39,29 @@ def check_eval_setup(cfg: Config) -> None:
         check_extractor(cfg.eval.features, cfg.eval.inception_weights)
     except DistganError as e:
         raise DistganError(f"eval.features={cfg.eval.features} (eval.every={cfg.eval.every}): {e}") from None
+
+
+@contextlib.contextmanager
+def main_process_buffers(G: nn.Module, acc: Accelerator) -> Iterator[None]:
+    """G holds the main process's buffers on every rank for the duration; then each rank's own again.
+
+    DDP does not broadcast buffers (distgan.train.step), so BatchNorm running statistics differ between
+    processes. Each rank generating its share with its own would score a mix of generators rather than the
+    main process's, the one checkpointed and exported (measured on the demo: FID 0.5% off evaluate.py's
+    number for the exported generator).
+    """
+    if acc.num_processes == 1:
+        yield
+        return
+    own = [b.detach().clone() for b in G.buffers()]
+    for b in G.buffers():
+        torch.distributed.broadcast(b.data, src=0)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(G.buffers(), own, strict=True):
+                b.copy_(saved)
 
 
 class TrainingEval:
@@ -62,7 +88,8 @@ class TrainingEval:
     def run(self, G: nn.Module, step: int, images_seen: int, which: str) -> dict[str, float]:
         """Evaluate `G` on every process; log to W&B, append to metrics.jsonl and print (main process)."""
         start = time.perf_counter()
-        values = self.evaluator.evaluate(G)
+        with main_process_buffers(G, self.acc):
+            values = self.evaluator.evaluate(G)
         seconds = time.perf_counter() - start  # the evaluation's cost in training wall-clock (scripts/bench_eval.py)
         self.acc.log({f"eval/{k}": v for k, v in values.items()}, step=step)
         self.history.append((step, which, values))
