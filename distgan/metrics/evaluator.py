@@ -387,7 +387,9 @@ def compute_metrics(fake: dict[str, Any], ref: dict[str, Any], s: EvalSettings) 
     """Metrics from a generated set's reduced/gathered features and the reference; the same on every rank."""
     out: dict[str, float] = {}
     if "fid" in s.metrics:
-        out["fid"] = scores.fid_from_stats(fake["mu"], fake["sigma"], ref["mu"], ref["sigma"])
+        if "sigma_sqrt" not in ref:  # the reference's root (the costly eigh) is kept with it for later evaluations
+            ref["sigma_sqrt"] = scores.sqrt_psd(ref["sigma"])
+        out["fid"] = scores.fid_from_stats(fake["mu"], fake["sigma"], ref["mu"], ref["sigma"], ref["sigma_sqrt"])
     if "kid" in s.metrics:
         out["kid_mean"], out["kid_std"], m = scores.kid(fake["pool"], ref["features"], s.kid_subsets, s.kid_subset_size)
         out["kid_subset_size"] = float(m)

@@ -305,6 +305,9 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         "wandb": str(run_dir / "wandb") if mode != "disabled" else None,
     }
     say(acc, "distgan: done. " + "  ".join(f"{k}={v}" for k, v in result.items() if v and k != "stopped_by"))
+    summary = evaluation.summary() if evaluation is not None else None
+    if summary:  # the run's number last, where it is seen
+        say(acc, f"distgan: {summary}")
     return result
 
 

@@ -27,6 +27,19 @@ def test_fid_from_sums_equals_torch_fidelity():
     ref = fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), False)
     assert scores.fid_from_stats(mu_a, sig_a, mu_b, sig_b) == pytest.approx(ref["frechet_inception_distance"], 1e-6)
     assert abs(scores.fid_from_stats(mu_a, sig_a, mu_a, sig_a)) < 1e-6  # a set against itself
+    root = scores.sqrt_psd(sig_b)  # a reference's root computed once gives the same number
+    assert scores.fid_from_stats(mu_a, sig_a, mu_b, sig_b, root) == scores.fid_from_stats(mu_a, sig_a, mu_b, sig_b)
+
+
+def test_fid_of_singular_covariances_equals_torch_fidelity():
+    # fewer samples than dimensions (a small in-training evaluation): both covariances are singular, their
+    # zero eigenvalues come out as tiny negatives, which the symmetric formulation clamps to 0
+    a, b = features(40), features(30, shift=0.3, seed=1)
+    stats = [fid_features_to_statistics(x) for x in (a, b)]
+    ref = fid_statistics_to_metric(*stats, False)["frechet_inception_distance"]
+    assert np.linalg.eigvalsh(stats[1]["sigma"]).min() < 0  # the case this test is about
+    ours = scores.fid_from_stats(stats[0]["mu"], stats[0]["sigma"], stats[1]["mu"], stats[1]["sigma"])
+    assert ours == pytest.approx(ref, rel=1e-6)
 
 
 def test_kid_is_pr_equal_torch_fidelity():
