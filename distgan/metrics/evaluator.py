@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torchvision.transforms.functional import pil_to_tensor
 
 from distgan.config import DataConfig
 from distgan.errors import DistganError
@@ -350,7 +349,7 @@ class Evaluator:
 
 def _load_folder_batch(files: list[str]) -> Iterator[Tensor]:
     """uint8 (B, 3, H, W) batches of consecutive same-size images (PIL convert("RGB"), as torch-fidelity)."""
-    images = [pil_to_tensor(Image.open(f).convert("RGB")) for f in files]
+    images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
     start = 0
     for i in range(1, len(images) + 1):
         if i == len(images) or images[i].shape != images[start].shape:
