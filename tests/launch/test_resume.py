@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,10 +71,24 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path: Path, di
         assert steps == sorted(steps) and [s for s in steps if s % 2 == 0 and s > 0] == [2, 4, 6, 8]
 
 
-def test_checkpoints_never_unpickle(tmp_path: Path, digits: Path) -> None:
+@pytest.fixture(scope="module")
+def trained_gan(tmp_path_factory, digits: Path) -> Path:
+    """A finished tiny_gan run (checkpoints at steps 2 and 4), trained once for the tests that damage a copy."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert_ok(launch_train(["--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]))
+    return out
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a run directory (its generator link is relative, so the copy stands alone)."""
     out = tmp_path / "run"
+    shutil.copytree(run_dir, out, symlinks=True)
+    return out
+
+
+def test_checkpoints_never_unpickle(tmp_path: Path, digits: Path, trained_gan: Path) -> None:
+    out = _copy_run(trained_gan, tmp_path)
     base = ["--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
-    assert_ok(launch_train(base))
     folder = out / "checkpoints" / "step_000000004"
     for f in folder.iterdir():  # nothing written is a pickle (protocol 2+ starts with 0x80)
         assert f.suffix in (".safetensors", ".json", ".yaml") and not f.read_bytes().startswith(b"\x80"), f
@@ -93,10 +108,11 @@ class _Boom:
         return (open, (self.path, "w"))
 
 
-def test_damaged_latest_falls_back_and_mismatched_config_is_refused(tmp_path: Path, digits: Path) -> None:
-    out = tmp_path / "run"
+def test_damaged_latest_falls_back_and_mismatched_config_is_refused(
+    tmp_path: Path, digits: Path, trained_gan: Path
+) -> None:
+    out = _copy_run(trained_gan, tmp_path)  # checkpoints at steps 2 and 4
     base = ["--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out)]
-    assert_ok(launch_train(base))  # checkpoints at steps 2 and 4
     weights = out / "checkpoints" / "step_000000004" / "D.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a torn write
     result = launch_train([*base, "--resume", "latest", "train.max_steps=6"])
