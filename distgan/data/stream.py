@@ -31,13 +31,14 @@ from torch.utils.data import DataLoader
 
 from distgan.config import DataConfig
 from distgan.data.source import Source, hub_offline, not_cached, resolve_source
-from distgan.data.transforms import ImageTransform, to_pil
+from distgan.data.transforms import ImageTransform, to_float, to_pil
 from distgan.errors import DistganError
 from distgan.family import Batch, DataSpec
 
 # datasets sleeps this long (an arrow thread-shutdown workaround for interpreter exit) at the end of every
 # pass over a multi-shard stream; our passes end mid-run, so ~5 s per epoch would only stall small datasets.
 datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.05
+IMAGE_KEYS = ("image", "source")  # batch keys holding images (uint8 from the workers)
 
 
 class ImageStream:
@@ -129,17 +130,20 @@ class ImageStream:
                 ds = ds.cast_column(column, datasets.Image(decode=False))
         return ds
 
-    def example(self, seed: int = 0, rank: int = 0) -> _Example:
-        """The per-example transform `(row, index) -> {"image", ...}` of a row of `rows()`."""
-        return _Example(self._column_map(), self.cfg, seed, rank, self.source)
+    def example(self, seed: int = 0, rank: int = 0, uint8: bool = False) -> _Example:
+        """The per-example transform `(row, index) -> {"image", ...}` of a row of `rows()`: images in [-1, 1],
+        or uint8 (`to_float` scales them)."""
+        return _Example(self._column_map(), self.cfg, seed, rank, self.source, uint8)
 
-    def loader(self, batch_size: int, seed: int, rank: int, world_size: int) -> tuple[DataLoader, Any, _Example]:
+    def loader(
+        self, batch_size: int, seed: int, rank: int, world_size: int, uint8: bool = False
+    ) -> tuple[DataLoader, Any, _Example]:
         """This rank's DataLoader over its part of the stream, the stream (for `set_epoch`) and its transform."""
         ds = self.rows()
         if self.cfg.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.cfg.shuffle_buffer)  # same seed on all ranks: disjoint
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        example = self.example(seed, rank)
+        example = self.example(seed, rank, uint8)
         ds = ds.map(example, with_indices=True, remove_columns=list(set(self._column_map().values())))
         workers = min(self.cfg.num_workers, ds.num_shards)  # a worker without a shard would sit idle
         if workers:
@@ -163,30 +167,39 @@ class ImageStream:
         `position` = (epoch, number of batches of that epoch already used) resumes the stream exactly:
         the shuffle depends only on (seed, epoch) and random crops/flips only on the example, so the
         skipped batches are read again (decoded, not used) and what follows is what would have followed.
+        Workers send uint8 images; they are scaled to [-1, 1] here, a batch at a time. Each epoch has a
+        loader of its own, started while the epoch before it is read (its workers start, open the files,
+        fill the shuffle buffer and prefetch), so an epoch boundary does not stall training.
         """
-        loader, ds, example = self.loader(batch_size, seed, rank, world_size)
         epoch, skip = position
+        current = self._epoch_batches(batch_size, seed, rank, world_size, epoch)
         while True:
-            ds.set_epoch(epoch)
-            example.epoch = epoch  # DataLoader copies it into the workers when the epoch's iterator starts
-            count = 0
-            for index, batch in enumerate(self._unwrapped(loader)):
+            upcoming, count = None, 0
+            for index, batch in enumerate(current):
+                if upcoming is None:  # after this epoch's first batch, so that the two do not compete for it
+                    upcoming = self._epoch_batches(batch_size, seed, rank, world_size, epoch + 1)
                 count += 1
                 if index < skip:
                     continue
                 self._check_labels(batch)
-                yield (epoch, index), batch
+                yield (epoch, index), {k: to_float(v) if k in IMAGE_KEYS else v for k, v in batch.items()}
             if count == 0:
                 raise DistganError(
                     f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
                     "lower train.batch_size or use more data"
                 )
-            epoch, skip = epoch + 1, 0
+            epoch, skip, current = epoch + 1, 0, upcoming
 
-    def _unwrapped(self, loader: DataLoader) -> Iterator[Batch]:
+    def _epoch_batches(self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[Batch]:
+        """One epoch's batches (uint8 images) from a loader of its own, whose workers start now."""
+        loader, ds, example = self.loader(batch_size, seed, rank, world_size, uint8=True)
+        ds.set_epoch(epoch)
+        example.epoch = epoch  # DataLoader copies it into the workers when the iterator starts
+        return self._unwrapped(iter(loader))
+
+    def _unwrapped(self, it: Iterator[Batch]) -> Iterator[Batch]:
         """The loader's batches; a DistganError raised in a worker arrives with the worker's traceback as its
         message: re-raise it as the original one line. A parquet file that cannot be read is named."""
-        it = iter(loader)
         while True:
             try:
                 batch = next(it)
@@ -298,15 +311,18 @@ class _Example:
     and independent of the training process's global RNG.
     """
 
-    def __init__(self, columns: dict[str, str], cfg: DataConfig, seed: int, rank: int, source: Source) -> None:
+    def __init__(
+        self, columns: dict[str, str], cfg: DataConfig, seed: int, rank: int, source: Source, uint8: bool = False
+    ) -> None:
         self.columns, self.channels, self.direction = columns, cfg.channels, cfg.direction
         self.path, self.source = cfg.path, source
-        self.transform = ImageTransform(cfg.image_size, cfg.channels, cfg.load_size, cfg.random_flip)
+        transform = ImageTransform(cfg.image_size, cfg.channels, cfg.load_size, cfg.random_flip)
+        self.transform, self.random = transform.uint8 if uint8 else transform, transform.random
         self.seed, self.rank, self.epoch = seed, rank, 0
 
     def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
         gen = None
-        if self.transform.random:
+        if self.random:
             info = torch.utils.data.get_worker_info()
             key = [self.seed, self.epoch, self.rank, info.id if info else 0, index]
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -177,3 +178,14 @@ def test_resuming_at_a_position_continues_the_stream_exactly(indexed: Path) -> N
     for (pos, expected), (pos_again, batch) in zip(straight[k:], resumed):
         assert pos == pos_again
         assert torch.equal(expected["label"], batch["label"]) and torch.equal(expected["image"], batch["image"])
+
+
+def test_the_next_epoch_loader_starts_while_the_current_epoch_is_read(indexed: Path) -> None:
+    """Its workers open the files and prefetch during this epoch, so an epoch boundary does not stall training."""
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=1)
+    batches = ImageStream(cfg, ("image",)).batches(4, seed=0, rank=0, world_size=1)
+    before = {p.pid for p in multiprocessing.active_children()}
+    next(batches)
+    started = {p.pid for p in multiprocessing.active_children()} - before
+    assert len(started) == 2, "expected this epoch's worker and the next epoch's"
+    batches.close()
