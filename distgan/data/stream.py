@@ -172,30 +172,34 @@ class ImageStream:
         fill the shuffle buffer and prefetch), so an epoch boundary does not stall training.
         """
         epoch, skip = position
-        current = self._epoch_batches(batch_size, seed, rank, world_size, epoch)
-        while True:
-            upcoming, count = None, 0
-            for index, batch in enumerate(current):
-                if upcoming is None:  # after this epoch's first batch, so that the two do not compete for it
-                    upcoming = self._epoch_batches(batch_size, seed, rank, world_size, epoch + 1)
-                count += 1
-                if index < skip:
-                    continue
-                self._check_labels(batch)
-                yield (epoch, index), {k: to_float(v) if k in IMAGE_KEYS else v for k, v in batch.items()}
-            if count == 0:
-                raise DistganError(
-                    f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
-                    "lower train.batch_size or use more data"
-                )
-            epoch, skip, current = epoch + 1, 0, upcoming
+        current, upcoming = self._epoch_loader(batch_size, seed, rank, world_size, epoch), None
+        try:
+            while True:
+                count = 0
+                for index, batch in enumerate(self._unwrapped(current)):
+                    if upcoming is None:  # after this epoch's first batch, so that the two do not compete for it
+                        upcoming = self._epoch_loader(batch_size, seed, rank, world_size, epoch + 1)
+                    count += 1
+                    if index < skip:
+                        continue
+                    self._check_labels(batch)
+                    yield (epoch, index), {k: to_float(v) if k in IMAGE_KEYS else v for k, v in batch.items()}
+                if count == 0:
+                    raise DistganError(
+                        f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
+                        "lower train.batch_size or use more data"
+                    )
+                epoch, skip, current, upcoming = epoch + 1, 0, upcoming, None
+        finally:  # closed, or an error: end both loaders' workers now
+            for it in (current, upcoming):
+                stop_workers(it)
 
-    def _epoch_batches(self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[Batch]:
-        """One epoch's batches (uint8 images) from a loader of its own, whose workers start now."""
+    def _epoch_loader(self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[Batch]:
+        """An iterator over one epoch's batches (uint8 images) from a loader of its own, whose workers start now."""
         loader, ds, example = self.loader(batch_size, seed, rank, world_size, uint8=True)
         ds.set_epoch(epoch)
         example.epoch = epoch  # DataLoader copies it into the workers when the iterator starts
-        return self._unwrapped(iter(loader))
+        return iter(loader)
 
     def _unwrapped(self, it: Iterator[Batch]) -> Iterator[Batch]:
         """The loader's batches; a DistganError raised in a worker arrives with the worker's traceback as its
@@ -257,6 +261,33 @@ def kill_workers() -> None:
         p.kill()
     for p in children:
         p.join(timeout=5)
+
+
+def stop_workers(it: Iterator[Batch] | None) -> None:
+    """End a DataLoader iterator's workers now (a no-op without workers or once they are shut down).
+
+    Torch's own shutdown (when an iterator is dropped mid-epoch) asks each worker to stop and waits up to
+    5 s for each one still busy with a batch, then sends SIGTERM, which ours ignore: an abandoned stream
+    (a closed `batches`, an error, an evaluation's reference pass) would cost seconds per worker. So: stop
+    the pin-memory thread first (it reads the workers' queue, which a killed worker can leave half written),
+    forget the workers' pids (torch's SIGCHLD handler would report them as crashed), SIGKILL them (they only
+    read), then let torch close its queues. Relies on `_MultiProcessingDataLoaderIter`'s internals (torch pinned).
+    """
+    workers = getattr(it, "_workers", None)
+    if not workers or it._shutdown:
+        return
+    if hasattr(it, "_pin_memory_thread"):
+        it._pin_memory_thread_done_event.set()
+        it._worker_result_queue.put((None, None))  # wakes it if it waits
+        it._pin_memory_thread.join()
+    if it._worker_pids_set:
+        torch.utils.data._utils.signal_handling._remove_worker_pids(id(it))
+        it._worker_pids_set = False
+    for w in workers:
+        w.kill()
+    for w in workers:
+        w.join(timeout=5)
+    it._shutdown_workers()
 
 
 _kill_registered = False

@@ -80,6 +80,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 # Raster formats only, whatever a file is named or starts with: Pillow sniffs content and would hand
 # EPS/PostScript (and PDF-like) files to Ghostscript; untrusted dataset files must never reach it.
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+Image.init()  # register every plugin now: lazy registration from reader threads raced (KeyError: 'PNG')
 
 
 def to_pil(value: Any, channels: int) -> Image.Image:

@@ -188,4 +188,5 @@ def test_the_next_epoch_loader_starts_while_the_current_epoch_is_read(indexed: P
     next(batches)
     started = {p.pid for p in multiprocessing.active_children()} - before
     assert len(started) == 2, "expected this epoch's worker and the next epoch's"
-    batches.close()
+    batches.close()  # both loaders' workers are ended at once (they ignore SIGTERM: torch would wait on them)
+    assert not started & {p.pid for p in multiprocessing.active_children()}, "a worker outlived the closed stream"
