@@ -79,6 +79,7 @@ class DataConfig:
     random_flip: bool = False  # horizontal flip with p=0.5 (the same flip for both images of a pair)
     shuffle_buffer: int = 1000  # 0 disables shuffling
     num_workers: int = 2
+    cache_mb: int = 1024  # decode a split up to this size once and keep it in memory (random crop/flip: never); 0: off
 
     def validate(self) -> None:
         if not self.path:
@@ -90,6 +91,7 @@ class DataConfig:
             require_in_range(self, "data", "load_size", self.image_size, 2 * MAX_IMAGE_SIZE, " (>= data.image_size)")
         require_in_range(self, "data", "shuffle_buffer", 0, MAX_SHUFFLE_BUFFER, " (0: no shuffling)")
         require_in_range(self, "data", "num_workers", 0, MAX_NUM_WORKERS)
+        require_in_range(self, "data", "cache_mb", 0, 2**20, " (MB per process; 0: stream every epoch)")
 
 
 @dataclass

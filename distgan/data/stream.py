@@ -15,6 +15,7 @@ import atexit
 import multiprocessing
 import multiprocessing.util  # its exit hook is registered on import; ours (kill_workers) must come later
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from distgan.config import DataConfig
-from distgan.data.source import Source, hub_offline, not_cached, resolve_source
+from distgan.data.memory import IMAGE_KEYS, InMemory
+from distgan.data.source import IMAGE_SUFFIXES, Source, hub_offline, not_cached, resolve_source
 from distgan.data.transforms import ImageTransform, to_float, to_pil
 from distgan.errors import DistganError
 from distgan.family import Batch, DataSpec
@@ -38,7 +40,6 @@ from distgan.family import Batch, DataSpec
 # datasets sleeps this long (an arrow thread-shutdown workaround for interpreter exit) at the end of every
 # pass over a multi-shard stream; our passes end mid-run, so ~5 s per epoch would only stall small datasets.
 datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.05
-IMAGE_KEYS = ("image", "source")  # batch keys holding images (uint8 from the workers)
 
 
 class ImageStream:
@@ -65,6 +66,7 @@ class ImageStream:
             raise not_cached(cfg.path) from None
         self._check_columns()
         self.spec = DataSpec(cfg.image_size, cfg.channels, self._num_classes())
+        self._memory: InMemory | None = None
 
     # --- what the data offers ------------------------------------------------------------------------
     def _column_names(self) -> list[str]:
@@ -171,6 +173,10 @@ class ImageStream:
         loader of its own, started while the epoch before it is read (its workers start, open the files,
         fill the shuffle buffer and prefetch), so an epoch boundary does not stall training.
         """
+        if self.cached():
+            memory = self.in_memory(verbose=rank == 0)
+            yield from memory.batches(batch_size, seed, rank, world_size, position, self.cfg.shuffle_buffer > 0)
+            return
         epoch, skip = position
         current, upcoming = self._epoch_loader(batch_size, seed, rank, world_size, epoch), None
         try:
@@ -193,6 +199,54 @@ class ImageStream:
         finally:  # closed, or an error: end both loaders' workers now
             for it in (current, upcoming):
                 stop_workers(it)
+
+    # --- in memory (distgan.data.memory) -------------------------------------------------------------
+    def decoded_mb(self) -> float | None:
+        """MB the split takes decoded (uint8), at most; None when the number of rows is not known up front."""
+        if self.source.builder == "parquet":
+            rows = sum(pq.read_metadata(f).num_rows for f in self.source.parquet_files())  # all splits: a bound
+        elif self.source.builder == "imagefolder":
+            folder = Path(self.source.kwargs["data_dir"])
+            rows = sum(1 for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            splits = self.dataset.info.splits or {}
+            rows = splits[self.cfg.split].num_examples if self.cfg.split in splits else 0
+            if not rows:
+                return None
+        images = sum(1 for key in self._column_map() if key in IMAGE_KEYS)
+        return rows * images * self.cfg.channels * self.cfg.image_size**2 / 2**20
+
+    def cached(self) -> bool:
+        """Whether `batches` reads from memory: `data.cache_mb` > 0, a transform without randomness (the same
+        images every epoch) and a split that fits."""
+        random = ImageTransform(self.cfg.image_size, 1, self.cfg.load_size, self.cfg.random_flip).random
+        if self.cfg.cache_mb == 0 or random:
+            return False
+        mb = self.decoded_mb()
+        return mb is not None and mb <= self.cfg.cache_mb
+
+    def in_memory(self, verbose: bool = False) -> InMemory:
+        """The whole split decoded once, in file order, in this process (errors name the file or row)."""
+        if self._memory is None:
+            start = time.perf_counter()
+            example, rows = self.example(uint8=True), []
+            try:
+                for index, row in enumerate(self.rows()):
+                    rows.append(example(row, index))
+            except pa.ArrowException as e:
+                raise self._unreadable(_first_line(e)) from None
+            if not rows:
+                raise DistganError(f"data.path={self.cfg.path}: split {self.cfg.split!r} has no examples")
+            tensors = {key: torch.stack([r[key] for r in rows]) for key in rows[0]}
+            self._check_labels(tensors)
+            self._memory = InMemory(tensors, self.cfg.path)
+            if verbose:
+                print(
+                    f"data: {self._memory.size} examples decoded into memory once ({self._memory.nbytes / 2**20:.0f}"
+                    f" MB, {time.perf_counter() - start:.1f} s; data.cache_mb=0 streams them every epoch instead)",
+                    flush=True,
+                )
+        return self._memory
 
     def _epoch_loader(self, batch_size: int, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[Batch]:
         """An iterator over one epoch's batches (uint8 images) from a loader of its own, whose workers start now."""

@@ -61,6 +61,8 @@ def labelled_parquet(folder: Path, bad_row: int | None = 5) -> Path:
 
 
 def read_all(path: Path, columns: tuple[str, ...] = ("image",), workers: int = 0, **kw) -> None:
+    """Without workers the split is decoded into memory first (data.cache_mb); with workers it streams."""
+    kw.setdefault("cache_mb", 0 if workers else DataConfig.cache_mb)
     cfg = DataConfig(path=str(path), image_size=16, channels=1, shuffle_buffer=0, num_workers=workers, **kw)
     for _, _ in zip(range(20), ImageStream(cfg, columns).batches(4, seed=0, rank=0, world_size=1)):
         pass

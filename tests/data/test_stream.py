@@ -41,7 +41,7 @@ def _epoch_labels(stream: ImageStream, rank: int, world: int, batch: int, epochs
 
 
 def test_batches_are_shaped_scaled_and_labelled(digits: Path) -> None:
-    stream = ImageStream(DataConfig(path=str(digits), image_size=16, channels=1), ("image", "label"))
+    stream = ImageStream(DataConfig(path=str(digits), image_size=16, channels=1, cache_mb=0), ("image", "label"))
     assert stream.spec.num_classes == 10 and stream.spec.image_size == 16
     _, batch = next(stream.batches(32, seed=0, rank=0, world_size=1))
     assert batch["image"].shape == (32, 1, 16, 16) and batch["image"].dtype == torch.float32
@@ -50,7 +50,7 @@ def test_batches_are_shaped_scaled_and_labelled(digits: Path) -> None:
 
 
 def test_ranks_are_disjoint_cover_the_data_and_reshuffle(indexed: Path) -> None:
-    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=32, num_workers=1)
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=32, num_workers=1, cache_mb=0)
     stream = ImageStream(cfg, ("image", "label"))
     per_rank = [_epoch_labels(stream, rank, 2, batch=4) for rank in (0, 1)]
     for epoch in (0, 1):
@@ -61,7 +61,7 @@ def test_ranks_are_disjoint_cover_the_data_and_reshuffle(indexed: Path) -> None:
 
 
 def test_single_process_sees_everything_in_order_without_shuffle(indexed: Path) -> None:
-    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=0)
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=0, cache_mb=0)
     labels = _epoch_labels(ImageStream(cfg, ("image", "label")), 0, 1, batch=8, epochs=1)[0]
     assert labels == list(range(N))
 
@@ -168,7 +168,7 @@ def test_direction_swaps_source_and_target(tmp_path: Path) -> None:
 def test_resuming_at_a_position_continues_the_stream_exactly(indexed: Path) -> None:
     """No example repeated or skipped: (epoch, k) yields what an uninterrupted stream yields after k batches,
     across the epoch boundary, with shuffling and random crops/flips reproduced."""
-    cfg = DataConfig(path=str(indexed), image_size=6, channels=1, shuffle_buffer=32, num_workers=1)
+    cfg = DataConfig(path=str(indexed), image_size=6, channels=1, shuffle_buffer=32, num_workers=1, cache_mb=0)
     cfg.load_size, cfg.random_flip = 8, True
     stream = ImageStream(cfg, ("image", "label"))
     straight = [item for _, item in zip(range(30), stream.batches(4, seed=3, rank=1, world_size=2))]
@@ -182,7 +182,7 @@ def test_resuming_at_a_position_continues_the_stream_exactly(indexed: Path) -> N
 
 def test_the_next_epoch_loader_starts_while_the_current_epoch_is_read(indexed: Path) -> None:
     """Its workers open the files and prefetch during this epoch, so an epoch boundary does not stall training."""
-    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=1)
+    cfg = DataConfig(path=str(indexed), image_size=8, channels=1, shuffle_buffer=0, num_workers=1, cache_mb=0)
     batches = ImageStream(cfg, ("image",)).batches(4, seed=0, rank=0, world_size=1)
     before = {p.pid for p in multiprocessing.active_children()}
     next(batches)

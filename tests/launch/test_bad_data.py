@@ -44,7 +44,14 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 def test_undecodable_file_with_workers_ends_with_one_line(tmp_path: Path) -> None:
     folder = text_named_png(tmp_path)
-    args = ["--config", TINY_DCGAN, f"data.path={folder}", "data.shuffle_buffer=0", "data.num_workers=2"]
+    args = [
+        "--config",
+        TINY_DCGAN,
+        f"data.path={folder}",
+        "data.shuffle_buffer=0",
+        "data.num_workers=2",
+        "data.cache_mb=0",
+    ]
     result = train_py(*args, "train.max_steps=20", "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr[-3000:]
     assert last_line(result) == (
@@ -69,7 +76,14 @@ def test_bad_data_on_resume_without_workers_leaves_the_run_untouched(tmp_path: P
 
 def test_two_processes_bad_parquet_row_read_by_a_worker_ends_the_job(tmp_path: Path) -> None:
     bad = labelled_parquet(tmp_path / "data")
-    args = ["--config", TINY_CGAN, f"data.path={tmp_path / 'data'}", "data.shuffle_buffer=0", "data.num_workers=1"]
+    args = [
+        "--config",
+        TINY_CGAN,
+        f"data.path={tmp_path / 'data'}",
+        "data.shuffle_buffer=0",
+        "data.num_workers=1",
+        "data.cache_mb=0",
+    ]
     result = launch_train(
         [*args, "train.max_steps=20", "--output-dir", str(tmp_path / "run")], nproc=2, timeout=TIMEOUT
     )
@@ -99,7 +113,14 @@ runpy.run_path("launch/train.py", run_name="__main__")
 
 def test_unexpected_error_in_the_step_with_workers_ends_with_one_line(tmp_path: Path) -> None:
     folder = good_pngs(tmp_path / "images", n=24)
-    args = ["--config", TINY_DCGAN, f"data.path={folder}", "data.num_workers=2", "train.max_steps=20"]
+    args = [
+        "--config",
+        TINY_DCGAN,
+        f"data.path={folder}",
+        "data.num_workers=2",
+        "data.cache_mb=0",
+        "train.max_steps=20",
+    ]
     result = run([sys.executable, "-c", MEMORY_ERROR_AT_STEP_3, *args, "--output-dir", str(tmp_path / "run")], TIMEOUT)
     assert result.returncode == 1, result.stderr[-3000:]
     assert last_line(result) == "error: out of memory (MemoryError); lower train.batch_size or data.image_size"
@@ -109,7 +130,14 @@ def test_sigint_with_workers_alive_ends_the_process_and_its_workers(tmp_path: Pa
     """kill -INT reaches the training process alone (not a terminal's process group): whatever it then does
     (another test owns what Ctrl-C means), it must end, and its workers with it."""
     data = labelled_parquet(tmp_path / "data", bad_row=None).parent  # two shards: two workers per epoch's loader
-    args = ["--config", TINY_DCGAN, f"data.path={data}", "data.num_workers=2", "train.max_steps=100000"]
+    args = [
+        "--config",
+        TINY_DCGAN,
+        f"data.path={data}",
+        "data.num_workers=2",
+        "data.cache_mb=0",
+        "train.max_steps=100000",
+    ]
     args += ["checkpoint.every=100000", "--output-dir", str(tmp_path / "run")]
     proc = subprocess.Popen([sys.executable, "launch/train.py", *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:

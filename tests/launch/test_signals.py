@@ -18,7 +18,13 @@ from distgan.train import checkpoint as ckpt
 from tests.conftest import REPO, TEST_CONFIGS, _free_port, assert_ok, launch_train
 
 TINY_GAN = str(TEST_CONFIGS / "tiny_gan.yaml")
-ENDLESS = ["train.max_steps=100000", "checkpoint.every=2", "train.control_every=2", "log.every=100000"]
+ENDLESS = [
+    "data.cache_mb=0",
+    "train.max_steps=100000",
+    "checkpoint.every=2",
+    "train.control_every=2",
+    "log.every=100000",
+]
 
 
 def _wait_for(path: Path, timeout: float = 120) -> None:
