@@ -5,7 +5,7 @@ Two measurements per case (a config plus overrides), each side in a fresh proces
 - loader: images/s that `ImageStream.batches` (datasets streaming from local parquet, decode, resize,
   crop, DataLoader workers, collate, scaling, host-to-device) delivers to one process, alone;
 - preloaded: images/s of real training (`distgan.train.loop.train`, the whole loop) on batches held in
-  memory (read once through the same pipeline, then repeated): what the training step consumes;
+  memory (its first epoch read once through the same pipeline, then repeated): what the training step consumes;
 - real: images/s of the same training fed by the real pipeline.
 
 It prints `loader / consumption` (target >= 2) and `real / preloaded` (target >= 0.95), the medians over
@@ -42,7 +42,6 @@ CASES = {
     "demo": ("demo_digits", []),
 }
 QUIET = ["log.wandb=off", "log.progress=false", "log.sample_every=1000000", "checkpoint.every=1000000"]
-PRELOADED_BATCHES = 100  # held in memory by the preloaded side, then repeated
 WARMUP_SECONDS = 8.0  # start-up, shuffle-buffer fill and the first steps are left out
 
 
@@ -139,7 +138,11 @@ class TimedStream:
     def batches(self, batch_size: int, seed: int, rank: int, world_size: int, position=(0, 0)) -> Iterator:
         it = self.stream.batches(batch_size, seed, rank, world_size, position)
         if self.preloaded:
-            held = [batch for _, (_, batch) in zip(range(PRELOADED_BATCHES), it)]
+            held = []  # the whole first epoch: the data held as decoded tensors, as a plain loop over MNIST would
+            for (epoch, _), batch in it:
+                if epoch > 0:
+                    break
+                held.append(batch)
             it.close()  # its DataLoader workers exit
             it = (((i // len(held), i % len(held)), held[i % len(held)]) for i in range(10**12))
         for item in it:
