@@ -45,10 +45,8 @@ QUIET = ["log.wandb=off", "log.progress=false", "log.sample_every=1000000", "che
 WARMUP_SECONDS = 8.0  # start-up, shuffle-buffer fill and the first steps are left out
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
-    p.add_argument("--sides", default="loader,preloaded,real", help="comma list of loader, preloaded, real")
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Timing, data and shared-machine flags of this benchmark and of bench_ddp.py."""
     p.add_argument("--seconds", type=float, default=40.0, help="timed seconds per side per round (after warm-up)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--data", default=str(REPO / "data" / "mnist"), help="MNIST parquet (scripts/prepare_mnist.py)")
@@ -65,6 +63,13 @@ def parse_args() -> argparse.Namespace:
         default=float("inf"),
         help="repeat a side (up to 3 times) when other processes used more than this many cores meanwhile",
     )
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    p.add_argument("--sides", default="loader,preloaded,real", help="comma list of loader, preloaded, real")
+    add_common_args(p)
     p.add_argument("--side", help=argparse.SUPPRESS)  # internal: run one side in this process
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every case")

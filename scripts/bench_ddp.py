@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_data import QUIET, WARMUP_SECONDS, Clock, TimedStream, wait_until_idle  # noqa: E402
+from bench_data import QUIET, WARMUP_SECONDS, Clock, TimedStream, add_common_args, wait_until_idle  # noqa: E402
 
 # name -> (config, overrides); the global batch is train.batch_size of the 1-process side.
 CASES = {
@@ -46,22 +46,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
     p.add_argument("--procs", type=int, default=2, help="processes of the DDP side = threads of the 1-process side")
-    p.add_argument("--seconds", type=float, default=40.0, help="timed seconds per side per round (after warm-up)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--data", default=str(REPO / "data" / "mnist"), help="MNIST parquet (scripts/prepare_mnist.py)")
-    p.add_argument(
-        "--idle-wait",
-        type=float,
-        default=0,
-        help="before each side, wait up to this many seconds "
-        "for other processes to leave the CPU idle (a shared machine)",
-    )
-    p.add_argument(
-        "--max-others",
-        type=float,
-        default=float("inf"),
-        help="repeat a side (up to 3 times) when other processes used more than this many cores meanwhile",
-    )
+    add_common_args(p)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: one process of a side
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)

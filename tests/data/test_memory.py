@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from distgan.config import DataConfig
 from distgan.data import ImageStream
 from distgan.errors import DistganError
+from tests.data.conftest import write_indexed
 
 N = 50  # examples: not divisible by 2 ranks x batch 4
 
@@ -21,13 +19,7 @@ N = 50  # examples: not divisible by 2 ranks x batch 4
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> Path:
     """N images whose pixels and label are their index, in 3 parquet shards."""
-    out = tmp_path_factory.mktemp("indexed")
-    images = [Image.fromarray(np.full((10, 10), i, np.uint8), mode="L") for i in range(N)]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=N)})
-    ds = datasets.Dataset.from_dict({"image": images, "label": list(range(N))}, features=features)
-    for i in range(3):
-        ds.shard(3, i, contiguous=True).to_parquet(str(out / f"train-{i:05d}-of-00003.parquet"))
-    return out
+    return write_indexed(tmp_path_factory.mktemp("indexed"), N, 10)
 
 
 def config(path: Path, **kw) -> DataConfig:

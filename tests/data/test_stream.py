@@ -15,6 +15,7 @@ from PIL import Image
 from distgan.config import DataConfig
 from distgan.data import ImageStream, resolve_source
 from distgan.errors import DistganError
+from tests.data.conftest import write_indexed
 
 N = 96  # examples in the indexed dataset
 
@@ -22,13 +23,7 @@ N = 96  # examples in the indexed dataset
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> Path:
     """N images whose label is their index, in 3 parquet shards (not divisible by 2 ranks x 1 worker)."""
-    out = tmp_path_factory.mktemp("indexed")
-    images = [Image.fromarray(np.full((8, 8), i, np.uint8), mode="L") for i in range(N)]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=N)})
-    ds = datasets.Dataset.from_dict({"image": images, "label": list(range(N))}, features=features)
-    for i in range(3):
-        ds.shard(3, i, contiguous=True).to_parquet(str(out / f"train-{i:05d}-of-00003.parquet"))
-    return out
+    return write_indexed(tmp_path_factory.mktemp("indexed"), N, 8)
 
 
 def _epoch_labels(stream: ImageStream, rank: int, world: int, batch: int, epochs: int = 2) -> dict[int, list[int]]:
