@@ -172,6 +172,8 @@ class ImageStream:
         Workers send uint8 images; they are scaled to [-1, 1] here, a batch at a time. Each epoch has a
         loader of its own, started while the epoch before it is read (its workers start, open the files,
         fill the shuffle buffer and prefetch), so an epoch boundary does not stall training.
+        A split that `cached()` accepts is decoded once instead and every epoch drawn from memory
+        (`distgan.data.memory`: the same rank layout, position and exactness).
         """
         if self.cached():
             memory = self.in_memory(verbose=rank == 0)
