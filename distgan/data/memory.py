@@ -1,7 +1,7 @@
 """A small dataset decoded once and held in memory as uint8 tensors (`data.cache_mb`).
 
 Streaming decodes every image again in every epoch. For MNIST- or CIFAR-sized data that work competes with
-the training step for the CPU (a 2-core machine lost 15-20% of its training speed to it at 32x32) and a small
+the training step for the CPU (a 2-core machine lost 30% of its training speed to it at 32x32) and a small
 dataset has an epoch boundary every few dozen steps. When the transform is the same in every epoch (no random
 crop or flip) and the decoded images fit in `data.cache_mb`, each process decodes the split once, in file
 order, and draws every epoch from memory; anything larger keeps streaming.
@@ -53,10 +53,7 @@ class InMemory:
         per_rank = self.size // world_size
         count = per_rank // batch_size
         if count == 0:
-            raise DistganError(
-                f"data.path={self.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
-                "lower train.batch_size or use more data"
-            )
+            raise no_full_batch(self.path, rank, batch_size)
         epoch, skip = position
         while True:
             mine = self.order(seed, epoch, shuffle)[rank::world_size][:per_rank]
@@ -65,3 +62,11 @@ class InMemory:
                 batch = {k: to_float(t[rows]) if k in IMAGE_KEYS else t[rows] for k, t in self.tensors.items()}
                 yield (epoch, index), batch
             epoch, skip = epoch + 1, 0
+
+
+def no_full_batch(path: str, rank: int, batch_size: int) -> DistganError:
+    """The error of an epoch too small for one batch of this rank (streamed or in memory)."""
+    return DistganError(
+        f"data.path={path}: rank {rank} got no full batch of {batch_size} in an epoch; "
+        "lower train.batch_size or use more data"
+    )

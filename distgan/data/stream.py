@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from distgan.config import DataConfig
-from distgan.data.memory import IMAGE_KEYS, InMemory
+from distgan.data.memory import IMAGE_KEYS, InMemory, no_full_batch
 from distgan.data.source import IMAGE_SUFFIXES, Source, hub_offline, not_cached, resolve_source
 from distgan.data.transforms import ImageTransform, to_float, to_pil
 from distgan.errors import DistganError
@@ -193,10 +193,7 @@ class ImageStream:
                     self._check_labels(batch)
                     yield (epoch, index), {k: to_float(v) if k in IMAGE_KEYS else v for k, v in batch.items()}
                 if count == 0:
-                    raise DistganError(
-                        f"data.path={self.cfg.path}: rank {rank} got no full batch of {batch_size} in an epoch; "
-                        "lower train.batch_size or use more data"
-                    )
+                    raise no_full_batch(self.cfg.path, rank, batch_size)
                 epoch, skip, current, upcoming = epoch + 1, 0, upcoming, None
         finally:  # closed, or an error: end both loaders' workers now
             for it in (current, upcoming):

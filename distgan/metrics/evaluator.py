@@ -349,7 +349,9 @@ class Evaluator:
 
 def _load_folder_batch(files: list[str]) -> Iterator[Tensor]:
     """uint8 (B, 3, H, W) batches of consecutive same-size images (PIL convert("RGB"), as torch-fidelity)."""
-    images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    from distgan.data.transforms import pil_to_uint8  # lazily, as iter_real: folders need no `datasets`
+
+    images = [pil_to_uint8(Image.open(f).convert("RGB")) for f in files]
     start = 0
     for i in range(1, len(images) + 1):
         if i == len(images) or images[i].shape != images[start].shape:
