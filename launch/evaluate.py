@@ -114,9 +114,10 @@ def run(args: argparse.Namespace, settings) -> tuple[dict[str, float], dict]:
 
     from distgan.config import DataConfig
     from distgan.metrics.evaluator import Evaluator
-    from distgan.train.setup import has_gpu
+    from distgan.train.setup import close_process_group_at_exit, has_gpu
 
     accelerator = Accelerator(cpu=not has_gpu())
+    close_process_group_at_exit()  # a gloo group left to interpreter teardown can abort the process
     log = print if accelerator.is_main_process else None
     start = time.time()
     if args.real is not None:

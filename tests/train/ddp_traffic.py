@@ -77,7 +77,7 @@ def main(out: str) -> None:
                         }
                     )
     # after all steps the replicas must still be identical
-    same = torch.tensor([float(sum(p.sum() for p in m.parameters())) for m in (nets.G_plain, nets.D_plain)])
+    same = torch.tensor([float(sum(p.detach().sum() for p in m.parameters())) for m in (nets.G_plain, nets.D_plain)])
     gathered = acc.gather(same[None]).tolist()
     if acc.is_main_process:
         numel = {n: sum(p.numel() for p in m.parameters()) for n, m in (("G", nets.G_plain), ("D", nets.D_plain))}

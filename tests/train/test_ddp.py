@@ -6,16 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TEST_CONFIGS, assert_ok, run
+from tests.conftest import TEST_CONFIGS, _free_port, assert_ok, run
 
 
 def test_each_phase_all_reduces_exactly_one_copy_of_its_network(tmp_path: Path) -> None:
     out = tmp_path / "traffic.json"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["--main_process_port", str(_free_port())]
     assert_ok(run([*cmd, "tests/train/ddp_traffic.py", str(out)]))
     result = json.loads(out.read_text())
     fp32 = 4
@@ -29,6 +31,47 @@ def test_each_phase_all_reduces_exactly_one_copy_of_its_network(tmp_path: Path) 
     assert d_rows[("lazy_r1", 1, 0)] == ["r1"] and d_rows[("lazy_r1", 1, 1)] == []  # R1 on every 2nd D step
     assert d_rows[("gp_diffaugment", 2, 0)] == d_rows[("gp_diffaugment", 2, 1)] == ["gp"]
     assert result["replicas"][0] == result["replicas"][1], "ranks diverged"
+
+
+EXITING = """
+import atexit, os, sys
+sys.path.insert(0, os.getcwd())
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from distgan.config import build_config
+from distgan.train.setup import make_accelerator
+
+def report():  # registered first, so it runs after distgan's exit hook (atexit is last in, first out)
+    open(sys.argv[1] + os.environ["RANK"], "w").write(str(dist.is_initialized()))
+
+atexit.register(report)
+acc = make_accelerator(build_config({"model": {"family": "dcgan"}, "data": {"path": "unused"}}), sys.argv[1], None)
+net = acc.prepare(torch.nn.Linear(4, 4))
+net.register_comm_hook(None, default_hooks.allreduce_hook)  # Python futures: what made teardown abort
+for _ in range(3):
+    net(torch.randn(2, 4)).sum().backward()
+sys.exit(int(sys.argv[2]))  # neither end_training nor destroy_process_group: an error exit, or a script's end
+"""
+
+
+@pytest.mark.parametrize("status", [0, 2])
+def test_the_process_group_is_destroyed_at_any_exit(tmp_path: Path, status: int) -> None:
+    """A gloo group left to interpreter teardown aborted 1 exit in 3 or 4 with SIGABRT ("terminate called
+    without an active exception"), turning a finished run or an `error:` exit into a crash."""
+    script = tmp_path / "exiting.py"
+    script.write_text(EXITING)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--main_process_port", str(_free_port())]
+    result = run([*cmd, str(script), str(tmp_path / "initialized_at_exit_rank"), str(status)])
+    assert "terminate called" not in result.stderr
+    reports = [p.read_text() for p in sorted(tmp_path.glob("initialized_at_exit_rank*"))]
+    if status == 0:
+        assert_ok(result)
+        assert reports == ["False", "False"]  # every rank closed its group before the interpreter's teardown
+    else:  # the first rank to exit with 2 is what torch's launcher reports; it may SIGTERM the other one
+        assert "exitcode  : 2" in result.stderr and "SIGABRT" not in result.stderr, result.stderr[-3000:]
+        assert reports and set(reports) == {"False"}
 
 
 # every recipe piece whose randomness or gradients could differ between ranks or micro-batches: lazy R1 (a
