@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distgan.errors import DistganError  # noqa: E402
+from distgan.errors import DistganError, exit_process  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,4 +181,4 @@ def report(values: dict[str, float], info: dict, out: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # sys.exit's work without interpreter teardown, which gloo can abort

@@ -16,7 +16,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from distgan.config import MAX_PARAMS, REPO_ROOT, dump_config, load_config  # noqa: E402
-from distgan.errors import EXIT_PEER_FAILED, EXIT_PREEMPTED, ConfigError, DistganError, PeerFailed  # noqa: E402
+from distgan.errors import (  # noqa: E402
+    EXIT_PEER_FAILED,
+    EXIT_PREEMPTED,
+    ConfigError,
+    DistganError,
+    PeerFailed,
+    exit_process,
+)
 from distgan.train.signals import StopSignals  # noqa: E402  (imports nothing heavy)
 
 
@@ -128,4 +135,4 @@ if __name__ == "__main__":
         status = main()
     except Exception as e:  # whatever fails, the run ends now with a last line saying why: never a hang
         status = report_unexpected(e)
-    sys.exit(status)
+    exit_process(status)  # sys.exit's work without interpreter teardown, which gloo can abort

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
 
 from distgan.config import build_config  # noqa: E402
+from distgan.errors import exit_process  # noqa: E402
 from distgan.family import DataSpec  # noqa: E402
 from distgan.losses.recipe import Recipe  # noqa: E402
 from distgan.registry import get_family  # noqa: E402
@@ -86,3 +87,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    exit_process(0)  # as the entry points end: interpreter teardown with gloo can abort (distgan.errors)
