@@ -324,7 +324,9 @@ def stop_workers(it: Iterator[Batch] | None) -> None:
     (a closed `batches`, an error, an evaluation's reference pass) would cost seconds per worker. So: stop
     the pin-memory thread first (it reads the workers' queue, which a killed worker can leave half written),
     forget the workers' pids (torch's SIGCHLD handler would report them as crashed), SIGKILL them (they only
-    read), then let torch close its queues. Relies on `_MultiProcessingDataLoaderIter`'s internals (torch pinned).
+    read), then close the queues without waiting on them. Torch's shutdown is not called after the kill: it
+    sets the workers' shared stop event, whose lock a worker killed inside `is_set()` holds forever (a test
+    process hung there). Relies on `_MultiProcessingDataLoaderIter`'s internals (torch pinned).
     """
     workers = getattr(it, "_workers", None)
     if not workers or it._shutdown:
@@ -340,7 +342,10 @@ def stop_workers(it: Iterator[Batch] | None) -> None:
         w.kill()
     for w in workers:
         w.join(timeout=5)
-    it._shutdown_workers()
+    it._shutdown = True  # what torch's shutdown would still do is done here, or needs the dead workers' locks
+    for q in (*it._index_queues, it._worker_result_queue):
+        q.cancel_join_thread()  # their feeder threads may wait on a lock a killed worker held: never join them
+        q.close()
 
 
 _kill_registered = False

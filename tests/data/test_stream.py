@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from distgan.config import DataConfig
 from distgan.data import ImageStream, resolve_source
+from distgan.data.stream import stop_workers
 from distgan.errors import DistganError
 from tests.data.conftest import write_indexed
 
@@ -185,3 +187,22 @@ def test_the_next_epoch_loader_starts_while_the_current_epoch_is_read(indexed: P
     assert len(started) == 2, "expected this epoch's worker and the next epoch's"
     batches.close()  # both loaders' workers are ended at once (they ignore SIGTERM: torch would wait on them)
     assert not started & {p.pid for p in multiprocessing.active_children()}, "a worker outlived the closed stream"
+
+
+def test_stopping_workers_does_not_need_the_locks_a_killed_worker_may_hold() -> None:
+    """A worker SIGKILLed inside `done_event.is_set()` leaves the event's lock held forever; torch's own shutdown
+    then hangs in `done_event.set()` (a test process hung there for 20 minutes). Held here as a dead worker
+    would leave it, stopping must still end at once."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(64)), batch_size=4, num_workers=1)
+    it = iter(loader)
+    next(it)
+    lock = it._workers_done_event._cond
+    assert lock.acquire(timeout=5)
+    try:
+        stopper = threading.Thread(target=stop_workers, args=(it,), daemon=True)
+        stopper.start()
+        stopper.join(timeout=20)
+        assert not stopper.is_alive(), "stop_workers waited on a lock that a killed worker holds"
+    finally:
+        lock.release()
+    assert not any(w.is_alive() for w in it._workers)
