@@ -54,16 +54,15 @@ class PeerFailed(DistganError):
 def exit_process(status: int) -> NoReturn:
     """End this process with `status` after Python's own exit work, without tearing the interpreter down.
 
-    What `sys.exit` does first is done here too, in its order: join the non-daemon threads, run the `atexit`
-    handlers (W&B's run finish, distgan's process-group destroy, DataLoader workers' kill), flush stdout and
-    stderr. Then `os._exit`, as multiprocessing ends its child processes. Interpreter teardown is skipped
+    What `sys.exit` does first is done here too, in its order: `threading._shutdown` (thread pools told to
+    stop, e.g. torch.compile's workers, then the non-daemon threads joined), the `atexit` handlers (W&B's run
+    finish, distgan's process-group destroy, DataLoader workers' kill), stdout and stderr flushed. Then
+    `os._exit`, exactly as multiprocessing ends its child processes. Interpreter teardown is skipped
     because gloo can abort it: its worker threads may take the GIL while Python is being finalized, and the
     process dies of SIGABRT ("terminate called without an active exception") instead of exiting with its
     status: 3 of 30 two-process exits with DDP alive at exit, even after destroying the process group.
     """
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    threading._shutdown()  # not a join of every non-daemon thread: pools must be told to stop first
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
