@@ -24,12 +24,16 @@ def run(cmd: list[str], timeout: float = 300, env: dict[str, str | None] | None 
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-def launch_train(args: list[str], nproc: int = 1, **kw) -> subprocess.CompletedProcess:
-    """`accelerate launch [--multi_gpu --num_processes N] launch/train.py ARGS`, as a user runs it."""
+def launch_command(script: str, args: list[str], nproc: int = 1) -> list[str]:
+    """`accelerate launch [--multi_gpu --num_processes N] SCRIPT ARGS`, as a user runs it, on a free port."""
     dist = ["--multi_gpu", "--num_processes", str(nproc)] if nproc > 1 else ["--num_processes", "1"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *dist, "--num_machines", "1", "--mixed_precision", "no"]
-    cmd += ["--dynamo_backend", "no", "--main_process_port", str(_free_port()), "launch/train.py", *args]
-    return run(cmd, **kw)
+    return [*cmd, "--dynamo_backend", "no", "--main_process_port", str(_free_port()), script, *args]
+
+
+def launch_train(args: list[str], nproc: int = 1, **kw) -> subprocess.CompletedProcess:
+    """`accelerate launch [--multi_gpu --num_processes N] launch/train.py ARGS`, as a user runs it."""
+    return run(launch_command("launch/train.py", args, nproc), **kw)
 
 
 def sample_py(*args: str) -> subprocess.CompletedProcess:

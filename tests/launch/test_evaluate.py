@@ -7,15 +7,12 @@ import sys
 
 import pytest
 
-from tests.conftest import _free_port, assert_ok, run
+from tests.conftest import assert_ok, launch_command, run
 from tests.metrics.helpers import export_tiny_generator, tiny_classifier
 
 
 def evaluate(args: list[str], nproc: int = 1, env: dict | None = None):
-    dist = ["--multi_gpu", "--num_processes", str(nproc)] if nproc > 1 else ["--num_processes", "1"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *dist, "--num_machines", "1", "--mixed_precision", "no"]
-    cmd += ["--dynamo_backend", "no", "--main_process_port", str(_free_port()), "launch/evaluate.py", *args]
-    return run(cmd, timeout=300, env=env)
+    return run(launch_command("launch/evaluate.py", args, nproc), timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

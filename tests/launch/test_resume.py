@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from distgan.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 from distgan.train.checkpoint import list_checkpoints, load_tree, read_latest
-from tests.conftest import REPO, TEST_CONFIGS, assert_ok, launch_train, run
+from tests.conftest import REPO, TEST_CONFIGS, assert_ok, launch_command, launch_train, run
 from tests.wandb_offline import read_offline_run
 
 TINY_DCGAN = str(TEST_CONFIGS / "tiny_dcgan.yaml")
@@ -178,8 +178,7 @@ def _train_cmd(out: Path, digits: Path, *overrides: str) -> list[str]:
 
 
 def _popen_launch(args: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "launch/train.py", *args]
+    cmd = launch_command("launch/train.py", args, nproc=2)
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
 
 

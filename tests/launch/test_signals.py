@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from distgan.train import checkpoint as ckpt
-from tests.conftest import REPO, TEST_CONFIGS, _free_port, assert_ok, launch_train
+from tests.conftest import REPO, TEST_CONFIGS, assert_ok, launch_command, launch_train
 
 TINY_GAN = str(TEST_CONFIGS / "tiny_gan.yaml")
 ENDLESS = [
@@ -68,9 +68,7 @@ def test_a_stop_signal_to_the_launcher_ends_every_process_after_a_checkpoint(
 ) -> None:
     out = tmp_path / "run"
     args = ["--config", TINY_GAN, f"data.path={digits}", "--output-dir", str(out), *ENDLESS]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--main_process_port", str(_free_port()), "launch/train.py", *args]
+    cmd = launch_command("launch/train.py", args, nproc=2)
     # a session of its own: the group is what a terminal's Ctrl-C reaches (launcher, trainers, data workers)
     launcher = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)  # fmt: skip

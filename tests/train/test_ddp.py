@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TEST_CONFIGS, _free_port, assert_ok, run
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_command, run
 
 
 def test_each_phase_all_reduces_exactly_one_copy_of_its_network(tmp_path: Path) -> None:
     out = tmp_path / "traffic.json"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--main_process_port", str(_free_port())]
-    assert_ok(run([*cmd, "tests/train/ddp_traffic.py", str(out)]))
+    assert_ok(run(launch_command("tests/train/ddp_traffic.py", [str(out)], nproc=2)))
     result = json.loads(out.read_text())
     fp32 = 4
     for row in result["rows"]:  # every recipe and accumulation: one all-reduce per optimiser step
@@ -63,9 +59,7 @@ def test_exit_destroys_the_process_group_and_keeps_the_status(tmp_path: Path, st
     3 of 30 after destroying the group at exit. Here the worst case through the exit the entry points take."""
     script = tmp_path / "exiting.py"
     script.write_text(EXITING)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--main_process_port", str(_free_port())]
-    result = run([*cmd, str(script), str(tmp_path / "initialized_at_exit_rank"), str(status)])
+    result = run(launch_command(str(script), [str(tmp_path / "initialized_at_exit_rank"), str(status)], nproc=2))
     assert "terminate called" not in result.stderr
     reports = [p.read_text() for p in sorted(tmp_path.glob("initialized_at_exit_rank*"))]
     if status == 0:
