@@ -114,6 +114,7 @@ class TrainConfig:
     ema_kimg: float = 10.0  # half-life of G's exponential moving average in thousands of images; 0: no EMA
     ema_rampup: float | None = 0.05  # early on the half-life is at most images_seen x this (StyleGAN2); null: off
     d_steps: int = 1  # D updates per G update (WGAN-GP's n_critic: 5), each on its own batch
+    lazy_correction: bool | None = None  # lr x k/(k+1), betas^(k/(k+1)) for lazily regularised nets; null: family's
     spectral_norm: Literal["none", "D", "G", "both"] | None = None  # null: the family's default (sngan: D)
     channels_last: bool = True  # NHWC weights and images: faster convolutions (measured: docs/benchmarks.md)
     compile: Literal[False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
@@ -160,11 +161,23 @@ class AugmentConfig:
     """Augmentation of every image D sees (real and generated, both phases)."""
 
     diffaugment: str = ""  # "" or a comma-separated policy: color, translation, cutout (Zhao et al. 2020)
+    ada: bool = False  # adaptive discriminator augmentation (Karras et al. 2020): p tuned from D's outputs
+    ada_pipeline: str = "bgc"  # ADA's groups: b (pixel blitting), g (geometric), c (color)
+    ada_p: float = 0.0  # the starting probability (the fixed one with ada_fixed)
+    ada_target: float = 0.6  # the r_t = E[sign(D(real))] that p is tuned towards
+    ada_interval: int = 4  # steps between p updates
+    ada_kimg: float = 500.0  # thousands of images for p to go from 0 to 1
+    ada_fixed: bool = False  # keep p at ada_p (r_t is still logged)
 
     def validate(self) -> None:
         from distgan.augment import parse_policy
+        from distgan.augment.ada import AdaController
 
         parse_policy(self.diffaugment)
+        if self.ada:
+            if self.diffaugment:
+                raise ConfigError("augment.ada and augment.diffaugment: both augment D's inputs; keep one of them")
+            AdaController.from_config(self, "cpu")  # every ada_* key checked, naming it
 
 
 @dataclass
@@ -258,6 +271,9 @@ class ModelParams:
 
     def validate(self, data: DataConfig) -> None:
         """Check the family's own keys against the data they will be trained on."""
+
+    def check_config(self, cfg: Config) -> None:
+        """Check the family's keys against the rest of the config (batch sizes, loss keys it cannot use)."""
 
 
 @dataclass
@@ -382,6 +398,7 @@ def build_config(raw: dict[str, Any], name: str = "run") -> Config:
     for section in built.values():
         section.validate()
     model.validate(cfg.data)
+    model.check_config(cfg)
     _check_best(cfg)
     # null recipe keys take the family's defaults here, so config.yaml and W&B record what is trained
     if cfg.loss.adversarial is None:

@@ -1,9 +1,12 @@
-"""What a GAN family is to the trainer: its networks, the two phases of its loss, and how it samples.
+"""What a GAN family is to the trainer: its networks by name, the phases of its loss, and how it samples.
 
 The trainer only ever talks to this interface (stylegan2-ada's `loss.py` idea: the loss object owns the
-phases). In the D phase the trainer has switched G's parameters off (`requires_grad_(False)`) and hands in
-the DDP-wrapped D; in the G phase it is the other way round. So a family writes plain forward code and the
-right gradients (and only those) are computed and all-reduced.
+phases). A family declares its phases as data (`PhaseSpec`): which network each updates, which it reads
+frozen, its loss, its interval (lazy regularisation: every k steps, weighted by k) and repeats. In a phase
+the trainer switches every other network's parameters off (`requires_grad_(False)`) and hands in the
+DDP-wrapped updated network and the frozen ones. So a family writes plain forward code and the right
+gradients (and only those) are computed and all-reduced. The trainer knows networks only by the names a
+family gives them; only families speak of "G" and "D".
 
 The recipe (`loss.*`, `augment.*`: distgan/losses/recipe.py) is the same for every family. A family only
 says what its generator makes from a batch (`fake`) and how D judges images given the batch's condition
@@ -17,8 +20,9 @@ Batches are dicts: "image" (B, C, H, W) in [-1, 1] is always there; "label" (B,)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +31,43 @@ from distgan.config import ModelParams
 from distgan.losses.penalties import Critic
 from distgan.losses.recipe import Augment, PhaseContext, Recipe, d_objective, g_objective
 
+if TYPE_CHECKING:
+    from distgan.config import Config
+
 Batch = dict[str, Tensor]
 Stats = dict[str, Tensor]  # scalar tensors, kept on device; reduced across ranks only when logged
+Networks = Mapping[str, Callable]  # what a phase's loss calls, by network name
+PhaseLoss = Callable[[Networks, Batch, Tensor, PhaseContext], "tuple[Tensor, Stats]"]
+ExtraDraws = Callable[[int, torch.Generator, torch.device], "dict[str, Tensor | dict[str, Tensor]]"]
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase of a family's loss, as data (stylegan2-ada's phase list).
+
+    `loss(nets, batch, z, ctx)` gets the networks named in `updates` (DDP-wrapped) and `reads` (frozen, no
+    DDP); it runs when `step % interval == 0`, `repeats` times (each an optimiser step on its own batches),
+    and the trainer multiplies its loss by `interval` (a lazy regulariser's weight). `draws` says which of
+    the recipe's random draws the phase takes ("critic": D's, "generator": G's, "none"); `lazy_r1` that the
+    recipe's lazy R1 (`loss.r1_every`) counts this phase's steps. A phase with `batch_divisor` k > 1 draws
+    and takes 1/k of each micro-batch's samples (StyleGAN2's pl_batch_shrink). `extra_draws(n, generator,
+    device)` adds the family's own random inputs for a global batch of n (one row per sample), drawn after
+    the latents and the recipe's draws and sliced per micro-batch like them (they reach the loss as
+    `ctx.draws`), so 1 process and N processes draw the same. `double_backward`: the loss differentiates
+    an input gradient (R1, path length): the phase runs eagerly and gets the fp16 loss scale (`ctx.scale`).
+    """
+
+    name: str
+    updates: str
+    loss: PhaseLoss
+    reads: tuple[str, ...] = ()
+    interval: int = 1
+    repeats: int = 1
+    draws: Literal["critic", "generator", "none"] = "none"
+    lazy_r1: bool = False
+    batch_divisor: int = 1
+    extra_draws: ExtraDraws | None = None
+    double_backward: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +91,9 @@ class Family:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[ModelParams]] = ModelParams
+    generator: ClassVar[str] = "G"  # the network that is sampled, averaged (EMA), evaluated and exported
+    lr_keys: ClassVar[dict[str, str]] = {"G": "lr_g", "D": "lr_d"}  # network -> its train.* learning rate
+    lazy_correction: ClassVar[bool] = False  # what train.lazy_correction: null resolves to
     columns: ClassVar[tuple[str, ...]] = ("image",)  # batch keys this family reads
     default_loss: ClassVar[str] = "bce"  # what loss.adversarial: null resolves to
     default_spectral_norm: ClassVar[str] = "none"  # what train.spectral_norm: null resolves to
@@ -59,6 +101,12 @@ class Family:
     def __init__(self, params: ModelParams, spec: DataSpec) -> None:
         self.params = params
         self.spec = spec
+        self.columns = self.data_columns(params)
+
+    @classmethod
+    def data_columns(cls, params: ModelParams) -> tuple[str, ...]:
+        """The batch keys these params read (a family conditional by config overrides this)."""
+        return cls.columns
 
     @property
     def z_dim(self) -> int:
@@ -70,6 +118,41 @@ class Family:
 
     def build_discriminator(self) -> nn.Module:
         raise NotImplementedError
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        """Every network the phases train, by name (G first: the generator's initial weights are drawn first)."""
+        return {"G": self.build_generator(), "D": self.build_discriminator()}
+
+    def phases(self, cfg: Config) -> list[PhaseSpec]:
+        """The phases in the order they run each step: D learns on the current G, then G on the updated D."""
+        train = cfg.train
+        return [
+            PhaseSpec(
+                "D",
+                updates="D",
+                reads=("G",),
+                loss=lambda n, b, z, ctx: self.d_phase(n["G"], n["D"], b, z, ctx),
+                repeats=train.d_steps,
+                draws="critic",
+                lazy_r1=True,
+            ),
+            PhaseSpec(
+                "G",
+                updates="G",
+                reads=("D",),
+                loss=lambda n, b, z, ctx: self.g_phase(n["G"], n["D"], b, z, ctx),
+                draws="generator",
+            ),
+        ]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Running state the phases keep besides the networks (checkpointed; StyleGAN2's path-length mean)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore `state_dict()`'s tensors; a family without running state takes none."""
+        if state:
+            raise ValueError(f"family {self.name} keeps no running state, got {sorted(state)}")
 
     # --- what the phases are made of ---------------------------------------------------------------
     def fake(self, G: nn.Module, batch: Batch, z: Tensor) -> Tensor:

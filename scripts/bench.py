@@ -116,7 +116,7 @@ def distgan_step(acc: Accelerator, cfg: Config, real: torch.Tensor) -> tuple[Ste
     tqdm, samples and checkpoints left out."""
     family = get_family("dcgan")(cfg.model, DataSpec(cfg.data.image_size, cfg.data.channels))
     family, nets, phases = build_training(acc, cfg, family)
-    precision, running = Precision(cfg.train.mixed_precision, acc.device.type), RunningStats()
+    precision, running = Precision(cfg.train.mixed_precision, acc.device.type, tuple(nets.plain)), RunningStats()
     train_step = make_step(acc, cfg, family, nets, phases, precision)
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     micro, signals = [{"image": real.contiguous(memory_format=fmt)}], SimpleNamespace(received=None)
@@ -126,14 +126,14 @@ def distgan_step(acc: Accelerator, cfg: Config, real: torch.Tensor) -> tuple[Ste
         nonlocal streak
         stats = train_step(i, [micro])
         running.add(stats)
-        skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"])
+        skipped = torch.stack([v for k, v in stats.items() if k.startswith("skipped_")]).amax()
         streak = (streak + 1) * skipped
         if (i + 1) % cfg.train.control_every == 0:
             control_check(acc, cfg, t_start, signals, streak)  # type: ignore[arg-type]  # stand-in: no handlers
         if (i + 1) % cfg.log.every == 0:
             running.reduce(acc)
 
-    return step, [nets.G_plain, nets.D_plain]
+    return step, [nets.plain["G"], nets.plain["D"]]
 
 
 def plain_step(cfg: Config, real: torch.Tensor, fused: bool) -> tuple[Step, list[nn.Module]]:

@@ -168,7 +168,7 @@ def run_side(side: str, name: str, overrides: list[str], seconds: float) -> dict
         from distgan.registry import get_family
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        stream = ImageStream(cfg.data, get_family(cfg.model.family).columns)
+        stream = ImageStream(cfg.data, get_family(cfg.model.family).data_columns(cfg.model))
         for _, batch in stream.batches(cfg.train.batch_size, cfg.train.seed, 0, 1):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # as the training loop does
             clock.tick()

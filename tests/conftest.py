@@ -71,3 +71,10 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, (
         f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
     )
+
+
+SG2_REFERENCE = REPO.parent / "shared" / "stylegan2"  # the official networks' outputs (outside the repo)
+needs_sg2_reference = pytest.mark.skipif(
+    not (SG2_REFERENCE / "small_uncond" / "config.json").is_file(),
+    reason=f"no StyleGAN2 reference data at {SG2_REFERENCE}",
+)

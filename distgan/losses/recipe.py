@@ -12,7 +12,8 @@ adversarial loss, the penalties and their weights, the same for every family:
 R1 reuses the real forward (stylegan2-ada's "Dboth"), so a D step with R1 is one D pass on real and one
 on fake images plus the double backward, and one backward: its gradients are all-reduced once.
 
-The random parts (DiffAugment parameters for the real and the fake images, GP's interpolation weights) are
+The random parts (DiffAugment or ADA parameters for the real and the fake images, GP's interpolation
+weights) are
 drawn for the whole global batch from the generator the trainer seeded for this phase (by seed, step, phase,
 D step) and each micro-batch takes its own samples out of them (`take_draws`), like the trainer's noise, so
 that ranks and accumulation see the same draws.
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from distgan.augment import apply, parse_policy, sample_params, slice_params
+from distgan.augment import ada, apply, parse_policy, sample_params, slice_params
 from distgan.errors import ConfigError
 from distgan.losses.adversarial import get_adversarial
 from distgan.losses.penalties import Critic, gradient_penalty, r1_penalty
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from distgan.config import Config
 
 Augment = Callable[[Tensor | list[Tensor]], Tensor | list[Tensor]]  # what a family's critic applies to D's inputs
-Draws = dict[str, Tensor | dict[str, Tensor]]  # "alpha": (N,); "aug_real", "aug_fake": DiffAugment parameters
+Draws = dict[str, Tensor | dict[str, Tensor]]  # "alpha": (N,); "aug_/ada_real", "aug_/ada_fake": augmentation
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Recipe:
     r1_every: int = 1  # lazy R1: every k-th D step, scaled by k
     gp_lambda: float = 0.0  # 0: off
     diffaugment: str = ""  # "" or e.g. "color,translation,cutout"
+    ada: ada.AdaController | None = field(default=None, compare=False)  # augment.ada: its p at draw time
 
     def validate(self) -> None:
         """Every problem is a ConfigError naming its key."""
@@ -83,22 +85,29 @@ def draw(
     n: int,
     size: tuple[int, int],
     device: torch.device,
-    phase: str = "D",
+    role: str = "critic",
 ) -> Draws:
-    """The recipe's random draws for a global batch of n in a D or G `phase`, from `gen` (seeded by `key`
-    first, unless key is None: the caller seeded it).
+    """The recipe's random draws for a global batch of n in a phase of `role` "critic" (D's phases),
+    "generator" (G's) or "none", from `gen` (seeded by `key` first, unless key is None: the caller seeded it).
 
-    Fixed order: real augmentation, fake augmentation, GP weights; what is off (or not used by the G phase,
-    which only sees fakes) is not drawn.
+    Fixed order: real augmentation, fake augmentation, GP weights; what is off (or not used by a generator
+    phase, which only sees fakes) is not drawn. ADA draws the same numbers whatever its p (p sets masks).
     """
     if key is not None:
         gen.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
     out: Draws = {}
+    if role == "none":
+        return out
     if recipe.policy:
-        if phase == "D":
+        if role == "critic":
             out["aug_real"] = sample_params(recipe.policy, n, size, gen, device)
         out["aug_fake"] = sample_params(recipe.policy, n, size, gen, device)
-    if recipe.gp_lambda > 0 and phase == "D":
+    if recipe.ada is not None:
+        p, pipeline = recipe.ada.p, recipe.ada.pipeline
+        if role == "critic":
+            out["ada_real"] = ada.sample_params(p, n, size, gen, device, pipeline)
+        out["ada_fake"] = ada.sample_params(p, n, size, gen, device, pipeline)
+    if recipe.gp_lambda > 0 and role == "critic":
         out["alpha"] = torch.rand(n, generator=gen, device=device)
     return out
 
@@ -115,13 +124,15 @@ def slice_draws(draws: Draws, start: int, stop: int) -> Draws:
 
 @dataclass
 class PhaseContext:
-    """What the trainer hands a phase beside (G, D, batch, z): the recipe, this micro-batch's draws, whether
-    this D step carries R1, and the fp16 loss scale (a device tensor) or None."""
+    """What the trainer hands a phase beside (networks, batch, z): the recipe, this micro-batch's draws, whether
+    this D step carries R1, the fp16 loss scale (a device tensor) or None, and how to average a statistic
+    over all processes (running statistics that must stay equal on every rank: StyleGAN2's path-length mean)."""
 
     recipe: Recipe
     draws: Draws
     r1_step: bool = False
     scale: Tensor | None = None
+    global_mean: Callable[[Tensor], Tensor] = lambda t: t  # mean over processes (differentiable); 1 process: t
 
     @property
     def double_backward(self) -> bool:
@@ -130,10 +141,17 @@ class PhaseContext:
 
     def augment(self, which: str) -> Augment:
         """The augmentation of D's "real" or "fake" inputs (the identity without a policy)."""
+        if f"ada_{which}" in self.draws:
+            return functools.partial(_ada, params=self.draws[f"ada_{which}"])
         params = self.draws.get(f"aug_{which}")
         if params is None:
             return _identity
         return functools.partial(apply, policy=self.recipe.policy, params=params)
+
+
+def _ada(x: Tensor | list[Tensor], params: dict[str, Tensor]) -> Tensor | list[Tensor]:
+    """ADA on D's input, or on each of D's inputs with the same parameters (pix2pix: source and image)."""
+    return [ada.apply(t, params) for t in x] if isinstance(x, list) else ada.apply(x, params)
 
 
 def _identity(x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
@@ -160,6 +178,7 @@ def d_objective(
     fake_logits = critic_fake(fake.detach())
     loss = d_loss(real_logits, fake_logits)
     stats = logit_stats(recipe.adversarial, real_logits, fake_logits)
+    stats["real_sign"] = real_logits.detach().float().sign().mean()  # ADA's overfitting heuristic r_t
     if r1_step or recipe.gp_lambda > 0:
         stats["loss_d_adv"] = loss.detach()
     if r1_step:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from distgan.augment.ada import AdaController
 from distgan.config import Config, dump_config
 from distgan.data import ImageStream
 from distgan.errors import DistganError, TrainingDiverged
@@ -73,7 +75,7 @@ def prepare(cfg: Config, run_dir: Path, resume: str | None, world_size: int = 1)
     if found is not None:
         ckpt.check_compatible(found, cfg)
         notes += ckpt.match_global_batch(found, cfg, world_size)
-    stream = ImageStream(cfg.data, family_cls.columns)
+    stream = ImageStream(cfg.data, family_cls.data_columns(cfg.model))
     return Prepared(cfg, family_cls, stream, mixed_precision, found, notes)
 
 
@@ -99,11 +101,8 @@ def check_output_dir(run_dir: Path) -> None:
 def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str, Any]:
     """Derived numbers printed at start and by --dry-run (which builds the networks only to count them)."""
     cfg = p.cfg
-    if nets is None:
-        family = p.family_cls(cfg.model, p.stream.spec)
-        G, D = family.build_generator(), family.build_discriminator()
-    else:
-        G, D = nets.G_plain, nets.D_plain
+    family = p.family_cls(cfg.model, p.stream.spec)
+    networks = family.build_networks() if nets is None else nets.plain
     global_batch = cfg.train.batch_size * cfg.train.grad_accum * world_size
     return {
         "data": p.stream.source.description,
@@ -119,31 +118,55 @@ def describe(p: Prepared, world_size: int, nets: Nets | None = None) -> dict[str
         "d_steps": cfg.train.d_steps,
         "spectral_norm": cfg.train.spectral_norm,
         "diffaugment": cfg.augment.diffaugment,
-        "params_G": sum(t.numel() for t in G.parameters()),
-        "params_D": sum(t.numel() for t in D.parameters()),
+        **{f"params_{name}": sum(t.numel() for t in net.parameters()) for name, net in networks.items()},
+        "phases": {ph.name: ph.interval for ph in family.phases(cfg)},
+        "lazy_correction": lazy_correction(cfg, family),
         "resume_from": str(p.checkpoint) if p.checkpoint else None,
     }
 
 
 def build_training(acc: Accelerator, cfg: Config, family: Family) -> tuple[Family, Nets, list[Phase]]:
     """Networks (identically initialised on every rank, then wrapped: spectral norm, memory format, compile,
-    DDP; see setup.py) and the D and G phases."""
+    DDP; see setup.py) and the family's phases, each with the optimiser of the network it updates."""
     set_seed(cfg.train.seed)  # identical initial weights (and spectral norm's u, v) on every rank
-    nets = wrap_models(acc, cfg, family.build_generator(), family.build_discriminator())
-    betas = tuple(cfg.train.betas)
-    phases = [  # order matters: D learns on the current G, then G on the updated D
-        Phase("D", family.d_phase, _adam(nets.D_plain, cfg.train.lr_d, betas), repeats=cfg.train.d_steps),
-        Phase("G", family.g_phase, _adam(nets.G_plain, cfg.train.lr_g, betas)),
-    ]
-    return family, nets, phases
+    nets = wrap_models(acc, cfg, family.build_networks())
+    specs = family.phases(cfg)
+    optimizers = {
+        name: _adam(module, *optimizer_settings(cfg, family, specs, name)) for name, module in nets.plain.items()
+    }
+    return family, nets, [Phase(spec, optimizers[spec.updates]) for spec in specs]
+
+
+def lazy_correction(cfg: Config, family: Family) -> bool:
+    """Whether optimisers of lazily regularised networks get the StyleGAN2 correction (train.lazy_correction)."""
+    return family.lazy_correction if cfg.train.lazy_correction is None else cfg.train.lazy_correction
+
+
+def optimizer_settings(cfg: Config, family: Family, specs: list, network: str) -> tuple[float, tuple[float, ...]]:
+    """(lr, betas) of a network's Adam: the config's, and for a network with a lazy regulariser run every k
+    steps (with train.lazy_correction) lr x k/(k+1) and betas^(k/(k+1)), the StyleGAN2 paper's correction
+    for the steps it takes in addition to its main phase's."""
+    lr, betas = float(getattr(cfg.train, family.lr_keys[network])), tuple(cfg.train.betas)
+    k = max((s.interval for s in specs if s.updates == network), default=1)
+    if k > 1 and lazy_correction(cfg, family):
+        ratio = k / (k + 1)
+        return lr * ratio, tuple(b**ratio for b in betas)
+    return lr, betas
 
 
 def make_step(
-    acc: Accelerator, cfg: Config, family: Family, nets: Nets, phases: list[Phase], precision: Precision
+    acc: Accelerator,
+    cfg: Config,
+    family: Family,
+    nets: Nets,
+    phases: list[Phase],
+    precision: Precision,
+    ada: AdaController | None = None,
 ) -> TrainStep:
-    """The training step of this config on this process (its recipe, latents and slice of the global batch)."""
+    """The training step of this config on this process (its recipe, latents and slice of the global batch;
+    `ada`: the ADA controller whose p the augmentation draws take)."""
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, acc.num_processes, acc.process_index)
-    recipe = Recipe.from_config(cfg, family.default_loss)
+    recipe = dataclasses.replace(Recipe.from_config(cfg, family.default_loss), ada=ada)
     return TrainStep(acc, precision, nets, phases, recipe, family.z_dim, family.spec.image_size, cfg.train.seed, layout)
 
 
@@ -167,19 +190,25 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
     rank, world, B = acc.process_index, acc.num_processes, cfg.train.batch_size
 
     family, nets, phases = build_training(acc, cfg, p.family_cls(cfg.model, p.stream.spec))
-    precision = Precision(p.mixed_precision, acc.device.type)
-    ema = EMA(nets.G_plain, cfg.train.ema_kimg, cfg.train.ema_rampup) if cfg.train.ema_kimg > 0 else None
+    precision = Precision(p.mixed_precision, acc.device.type, tuple(nets.plain))
+    G = nets.plain[family.generator]
+    ema = EMA(G, cfg.train.ema_kimg, cfg.train.ema_rampup) if cfg.train.ema_kimg > 0 else None
+    ada = AdaController.from_config(cfg.augment, acc.device)
     state, position, fixed = ckpt.TrainState(), (0, 0), None
     if p.checkpoint:
-        held = contents(nets, phases, precision, ema=ema)
+        held = contents(family, nets, phases, precision, ema=ema)
         if ema is not None and not (p.checkpoint / "G_ema.safetensors").is_file():  # EMA newly switched on
             del held.modules["G_ema"]
             p.notes.append(f"{p.checkpoint.name} has no EMA generator: it starts from the resumed G")
         state, position = ckpt.load_checkpoint(p.checkpoint, held, rank, world)
         if ema is not None and "G_ema" not in held.modules:
-            ema.module.load_state_dict(nets.G_plain.state_dict())
+            ema.module.load_state_dict(G.state_dict())
         fixed = ckpt.read_tensors(p.checkpoint, "samples")
-        p.notes.extend(apply_hyperparameters(cfg, phases))
+        if (p.checkpoint / f"{FAMILY_STATE}.safetensors").is_file():
+            family.load_state_dict(ckpt.read_tensors(p.checkpoint, FAMILY_STATE))
+        if ada is not None and (p.checkpoint / f"{ADA_STATE}.safetensors").is_file():  # else ADA newly on: ada_p
+            ada.load_state_tensors(ckpt.read_tensors(p.checkpoint, ADA_STATE))
+        p.notes.extend(apply_hyperparameters(cfg, family, phases))
     state.world_size, state.global_batch = world, B * cfg.train.grad_accum * world
 
     if acc.is_main_process:
@@ -210,7 +239,7 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
         real = {k: torch.cat([b[k] for _, b in head]) for k in head[0][1]}
         fixed = family.sample_inputs(cfg.log.num_samples, _cpu_gen(cfg.train.seed), real)
     fixed = {k: v.to(acc.device) for k, v in fixed.items()}
-    train_step = make_step(acc, cfg, family, nets, phases, precision)
+    train_step = make_step(acc, cfg, family, nets, phases, precision, ada)
     running, t_log, images_at_log = RunningStats(), time.perf_counter(), state.images_seen
     t_start, stop, first_step = time.perf_counter(), None, state.step
     signals = signals or StopSignals()
@@ -237,12 +266,16 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
             if cfg.train.compile and state.step == first_step:  # graphs compile at their first call
                 say(acc, f"distgan: first step {time.perf_counter() - t_step:.1f} s (torch.compile, cached by torch)")
             running.add(stats)
-            skipped = torch.maximum(stats["skipped_D"], stats["skipped_G"])
+            skipped = torch.stack([v for k, v in stats.items() if k.startswith("skipped_")]).amax()
             nonfinite_streak = (nonfinite_streak + 1) * skipped  # device arithmetic: no host sync per step
             state.step += 1
             state.images_seen += B * cfg.train.grad_accum * world * cfg.train.d_steps  # real images D has seen
             if ema is not None:  # the half-life counts the images of G's steps
                 ema.update(B * cfg.train.grad_accum * world, state.images_seen)
+            if ada is not None:  # every ada_interval steps: one all-reduce, p moves, train/ada_p is logged
+                real_images = state.global_batch * cfg.train.d_steps
+                if tuned := ada.observe(stats, real_images, lambda t: acc.reduce(t, "sum")):
+                    acc.log({f"train/{k}": v for k, v in tuned.items()}, step=state.step)
             bar.update(1)
 
             if state.step % cfg.train.control_every == 0:  # one small all-reduce: every rank decides alike
@@ -271,19 +304,19 @@ def train(p: Prepared, run_dir: Path, signals: StopSignals | None = None) -> dic
                 )
             if acc.is_main_process and (state.step % cfg.log.sample_every == 0 or last):
                 with ckpt.disk_errors(run_dir / "samples", "the sample grid"):
-                    write_samples(acc, family, sampled(nets, ema), fixed, precision, run_dir, state.step)
+                    write_samples(acc, family, sampled(G, ema), fixed, precision, run_dir, state.step)
             best = False
             if evaluation is not None and evaluation.due(
                 state.step, last and stop in (None, "time")
             ):  # every process takes part
                 values = evaluation.run(
-                    ema.module if ema else nets.G_plain, state.step, state.images_seen, "EMA" if ema else "raw"
+                    ema.module if ema else G, state.step, state.images_seen, "EMA" if ema else "raw"
                 )
                 best = evaluation.improved(values)
             if state.step % cfg.checkpoint.every == 0 or last or best:
                 state.nonfinite_streak = int(nonfinite_streak.item())  # one host sync per checkpoint
                 folder = save_checkpoint(
-                    acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir, ema
+                    acc, cfg, family, nets, phases, precision, state, position, fixed, run_dir, ema, ada
                 )
                 if best:
                     evaluation.mark_best(folder, values, state.step)
@@ -343,9 +376,9 @@ def control_check(
     return "time" if over_time else None
 
 
-def sampled(nets: Nets, ema: EMA | None) -> dict[str, torch.nn.Module]:
+def sampled(G: torch.nn.Module, ema: EMA | None) -> dict[str, torch.nn.Module]:
     """The generators whose grids are written: "samples" (the EMA G when there is one) and "samples_raw"."""
-    return {"samples": ema.module, "samples_raw": nets.G_plain} if ema is not None else {"samples": nets.G_plain}
+    return {"samples": ema.module, "samples_raw": G} if ema is not None else {"samples": G}
 
 
 @torch.no_grad()
@@ -379,15 +412,31 @@ def write_samples(
         acc.log({k: wandb.Image(grid, caption=f"step {step}") for k, grid in grids.items()}, step=step)
 
 
+FAMILY_STATE = "family_state"  # the family's running state (path-length mean), when it keeps any
+ADA_STATE = "ada"  # the ADA controller's p and statistics, with augment.ada
+
+
 def contents(
-    nets: Nets, phases: list[Phase], precision: Precision, fixed: dict | None = None, ema: EMA | None = None
+    family: Family,
+    nets: Nets,
+    phases: list[Phase],
+    precision: Precision,
+    fixed: dict | None = None,
+    ema: EMA | None = None,
+    ada: AdaController | None = None,
 ) -> ckpt.Contents:
-    """What a checkpoint of this loop holds: G, D, G's EMA, their optimisers and scalers, the fixed sample inputs."""
+    """What a checkpoint of this loop holds: every network, the generator's EMA (`<generator>_ema`), each
+    network's optimiser and scaler, the fixed sample inputs, the family's running state and ADA's."""
+    tensors = {"samples": fixed} if fixed is not None else {}
+    if family.state_dict():
+        tensors[FAMILY_STATE] = family.state_dict()
+    if ada is not None:
+        tensors[ADA_STATE] = ada.state_tensors()
     return ckpt.Contents(
-        modules={"G": nets.G_plain, "D": nets.D_plain} | ({"G_ema": ema.module} if ema is not None else {}),
-        optimizers={phase.name: phase.optimizer for phase in phases},
+        modules=dict(nets.plain) | ({f"{family.generator}_ema": ema.module} if ema is not None else {}),
+        optimizers={phase.updates: phase.optimizer for phase in phases},
         scalers=dict(precision.scalers),
-        tensors={"samples": fixed} if fixed is not None else {},
+        tensors=tensors,
     )
 
 
@@ -403,9 +452,10 @@ def save_checkpoint(
     fixed: dict[str, torch.Tensor],
     run_dir: Path,
     ema: EMA | None = None,
+    ada: AdaController | None = None,
 ) -> Path:
     """Write and publish a checkpoint (all ranks), then export the generator (main process); returns the folder."""
-    held = contents(nets, phases, precision, fixed, ema)
+    held = contents(family, nets, phases, precision, fixed, ema, ada)
     folder = ckpt.save_checkpoint(acc, run_dir, held, state, position, dump_config(cfg), cfg.checkpoint.keep)
     if acc.is_main_process:
         export(cfg, family, nets, ema, state.step, run_dir)
@@ -414,24 +464,27 @@ def save_checkpoint(
 
 def export(cfg: Config, family: Family, nets: Nets, ema: EMA | None, step: int, run_dir: Path) -> None:
     """generator/: the EMA G (with the trained G beside it as model_raw.safetensors), or G when there is no EMA."""
-    G, raw = (ema.module, nets.G_plain) if ema is not None else (nets.G_plain, None)
+    G = nets.plain[family.generator]
+    G, raw = (ema.module, G) if ema is not None else (G, None)
     with ckpt.disk_errors(run_dir / "generator", "the exported generator"):
         ckpt.export_generator(G, ckpt.generator_meta(cfg, family, step), run_dir / "generator", raw=raw)
 
 
-def apply_hyperparameters(cfg: Config, phases: list[Phase]) -> list[str]:
-    """The config's learning rates and betas replace the checkpoint's in the loaded optimisers (lowering them
-    after a divergence is the usual fix); returns one note naming what changed, if anything did."""
-    lrs = {"D": ("train.lr_d", cfg.train.lr_d), "G": ("train.lr_g", cfg.train.lr_g)}
-    betas = tuple(cfg.train.betas)
+def apply_hyperparameters(cfg: Config, family: Family, phases: list[Phase]) -> list[str]:
+    """The config's learning rates and betas (with the lazy-regularisation correction) replace the checkpoint's
+    in the loaded optimisers (lowering them after a divergence is the usual fix); returns one note naming what
+    changed, if anything did."""
+    specs = [phase.spec for phase in phases]
     changed: dict[str, str] = {}  # key -> "key=new (checkpoint: old)", each key once
     for phase in phases:
-        key, lr = lrs[phase.name]
+        key = f"train.{family.lr_keys[phase.updates]}"
+        lr, betas = optimizer_settings(cfg, family, specs, phase.updates)
         for group in phase.optimizer.param_groups:
             if group["lr"] != lr:
                 changed.setdefault(key, f"{key}={lr:g} (checkpoint: {group['lr']:g})")
             if tuple(group["betas"]) != betas:
                 changed.setdefault("train.betas", f"train.betas={list(betas)} (checkpoint: {list(group['betas'])})")
             group["lr"], group["betas"] = lr, betas
-    ordered = [changed[k] for k in ("train.lr_d", "train.lr_g", "train.betas") if k in changed]
+    ordered = [changed[k] for k in sorted(changed) if k != "train.betas"] + [changed.get("train.betas", "")]
+    ordered = [text for text in ordered if text]
     return [f"resuming with {', '.join(ordered)}: applied to the optimisers"] if ordered else []

@@ -5,7 +5,7 @@
    only gives real (gloo) DDP when the Accelerator is created with `cpu=True`; we detect that here so
    the user's command is the same everywhere. The group is destroyed at exit whatever the exit
    (`close_process_group_at_exit`).
-2. `wrap_models`, on each network the family built:
+2. `wrap_models`, on each network the family built (by name):
    a. spectral norm (`train.spectral_norm`) on every Conv/ConvTranspose/Linear (distgan/train/spectral.py);
    b. device and memory format (`train.channels_last`): NHWC weights, so convolutions run in the layout
       the fast kernels want (the inputs are converted as they arrive: `to_device`);
@@ -129,43 +129,40 @@ def _exit_now(why: str) -> None:
 
 @dataclass
 class Nets:
-    """G and D as each phase calls them, and the plain modules behind them.
+    """The family's networks by name, as each phase calls them, and the plain modules behind them.
 
-    `G`/`D`: what the phase that updates the network calls (DDP-wrapped, compiled when asked);
-    `G_frozen`/`D_frozen`: what the other phase calls (no DDP, no reducer; compiled when asked);
-    `G_plain`/`D_plain`: the modules themselves: weights, optimisers, checkpoints, EMA, sampling, export.
+    `ddp[name]`: what the phase that updates the network calls (DDP-wrapped, compiled when asked);
+    `frozen[name]`: what the other phases call (no DDP, no reducer; compiled when asked);
+    `plain[name]`: the modules themselves: weights, optimisers, checkpoints, EMA, sampling, export.
     """
 
-    G: Callable
-    D: Callable
-    G_plain: nn.Module
-    D_plain: nn.Module
-    G_frozen: Callable | None = None
-    D_frozen: Callable | None = None
+    ddp: dict[str, Callable]
+    plain: dict[str, nn.Module]
+    frozen: dict[str, Callable] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.G_frozen = self.G_plain if self.G_frozen is None else self.G_frozen
-        self.D_frozen = self.D_plain if self.D_frozen is None else self.D_frozen
+        self.frozen = {name: self.frozen.get(name, module) for name, module in self.plain.items()}
 
 
-def wrap_models(accelerator: Accelerator, cfg: Config, G: nn.Module, D: nn.Module) -> Nets:
+def wrap_models(accelerator: Accelerator, cfg: Config, networks: dict[str, nn.Module]) -> Nets:
     """Spectral norm, device and memory format, SyncBatchNorm, compile, DDP: in that order (module docstring)."""
-    plain, fast = [], []
-    for name, net in (("G", G), ("D", D)):
+    plain, fast = {}, {}
+    for name, net in networks.items():
         if cfg.train.spectral_norm in (name, "both"):  # before DDP and before a checkpoint is loaded
             apply_spectral_norm(net)
         net.to(accelerator.device, memory_format=torch.channels_last if cfg.train.channels_last else None)
         if cfg.train.sync_bn and accelerator.num_processes > 1:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        plain.append(net)
-        fast.append(compiled(net, cfg.train.compile))
+        plain[name] = net
+        fast[name] = compiled(net, cfg.train.compile)
     with warnings.catch_warnings():
         # torch 2.13 deprecated DDP's broadcast_buffers for forward_sync_buffers, but Accelerate 1.15's
         # DistributedDataParallelKwargs cannot pass the new option; broadcast_buffers=False still does what we
         # want (no buffer broadcast in forward), so only this deprecation notice is silenced, only here.
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-        G_ddp, D_ddp = accelerator.prepare(*fast)
-    return Nets(G_ddp, D_ddp, plain[0], plain[1], fast[0], fast[1])
+        wrapped = accelerator.prepare(*fast.values())
+    wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+    return Nets(dict(zip(fast, wrapped, strict=True)), plain, fast)
 
 
 def compiled(module: nn.Module, mode: bool | str) -> Callable:
@@ -189,14 +186,15 @@ def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
 
 @dataclass
 class Precision:
-    """Autocast dtype for forward passes and one GradScaler per network (active for fp16 only)."""
+    """Autocast dtype for forward passes and one GradScaler per trained network (active for fp16 only)."""
 
     mode: str
     device_type: str
+    networks: tuple[str, ...]  # the trained networks' names (Nets.plain's keys)
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for net in ("G", "D"):
+        for net in self.networks:
             self.scalers[net] = torch.amp.GradScaler(self.device_type, enabled=self.mode == "fp16")
 
     def loss_scale(self, name: str, device: torch.device) -> torch.Tensor | None:

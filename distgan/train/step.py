@@ -1,14 +1,15 @@
-"""One training step: D phase(s), then the G phase (stylegan2-ada's phase walk, made explicit).
+"""One training step: every phase the family declares, in order (stylegan2-ada's phase walk, made explicit).
 
-In each phase only the updated network has `requires_grad` on; the other one is called unwrapped (no
-DDP forward, no reducer), so exactly one copy of the updated network's gradients is all-reduced, once
-per optimiser step: micro-batches before the last run under `no_sync` (gradient accumulation).
+In each phase only the updated network has `requires_grad` on; the others are called unwrapped (no DDP
+forward, no reducer), so exactly one copy of the updated network's gradients is all-reduced, once per
+optimiser step: micro-batches before the last run under `no_sync` (gradient accumulation). A phase with an
+interval k runs on every k-th step only, its loss weighted by k (lazy regularisation).
 
 Randomness is keyed, not streamed: each phase of each step seeds one device generator from (seed, step,
-phase, repeat) and draws the whole global batch's latents and recipe draws (DiffAugment parameters, GP
-weights); every micro-batch takes its own samples out of them (`Layout`). So 1 process x B, 2 processes
-x B/2 and 1 process x B/2 x 2 accumulation train on the same samples, and a resumed run draws what the
-uninterrupted one would have.
+phase, repeat) and draws the whole global batch's latents, recipe draws (DiffAugment parameters, GP
+weights) and the family's own draws; every micro-batch takes its own samples out of them (`Layout`). So
+1 process x B, 2 processes x B/2 and 1 process x B/2 x 2 accumulation train on the same samples, and a
+resumed run draws what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -21,24 +22,34 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
-from torch import Tensor, nn
+from torch import Tensor
 
-from distgan.family import Batch, Stats
+from distgan.family import Batch, PhaseSpec, Stats
 from distgan.losses.recipe import PhaseContext, Recipe, draw, take_draws
 from distgan.train.setup import Nets, Precision
 
-LossFn = Callable[[nn.Module, nn.Module, Batch, Tensor, PhaseContext], "tuple[Tensor, Stats]"]
 MicroInputs = Callable[[int], "tuple[Tensor, PhaseContext]"]  # micro-batch index -> (latents, context)
 
 
 @dataclass
 class Phase:
-    """What one phase updates: the network (DDP-wrapped), its optimiser and the family's loss."""
+    """A family's phase (`PhaseSpec`) with the optimiser of the network it updates."""
 
-    name: str  # "G" or "D": also the key of this phase's GradScaler
-    loss: LossFn
+    spec: PhaseSpec
     optimizer: torch.optim.Optimizer
-    repeats: int = 1  # optimiser steps per training step (D: train.d_steps), each on its own batches
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def updates(self) -> str:
+        """The network this phase trains: also the key of its GradScaler, optimiser and `skipped_<name>`."""
+        return self.spec.updates
+
+    @property
+    def repeats(self) -> int:
+        return self.spec.repeats
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,10 @@ class Layout:
     def total(self) -> int:
         return self.accum * self.batch * self.world
 
+    def shrunk(self, divisor: int) -> Layout:
+        """The layout of a phase that takes 1/divisor of each micro-batch (divisor divides the batch)."""
+        return self if divisor == 1 else Layout(self.batch // divisor, self.accum, self.world, self.rank)
+
     def take(self, t: Tensor, i: int) -> Tensor:
         """Micro-batch i's rows (batch, ...) of a global-batch tensor (total, ...)."""
         return t.view(self.accum, self.batch, self.world, *t.shape[1:])[i, :, self.rank].contiguous()
@@ -70,10 +85,11 @@ def seed_from(key: tuple[int, ...]) -> int:
 
 
 class TrainStep:
-    """One optimiser step of every phase: `TrainStep(...)(step, groups)` -> stats (device tensors, no host sync).
+    """One optimiser step of every phase due: `TrainStep(...)(step, groups)` -> stats (device tensors, no
+    host sync).
 
-    `groups`: one list of `layout.accum` micro-batches per D repeat (train.d_steps); the G phase reuses
-    the last group (its labels or sources; its fakes are new).
+    `groups`: one list of `layout.accum` micro-batches per repeat of the most repeated phase (train.d_steps);
+    a phase with fewer repeats takes the last groups (its labels or sources; its fakes are new).
     """
 
     def __init__(
@@ -92,35 +108,58 @@ class TrainStep:
         self.recipe, self.z_dim, self.seed, self.layout = recipe, z_dim, seed, layout
         self.size = (image_size, image_size)
         self.gen = torch.Generator(device=acc.device)
-        self.d_steps = next((p.repeats for p in phases if p.name == "D"), 1)
 
     def __call__(self, step: int, groups: list[list[Batch]]) -> Stats:
         stats: Stats = {}
         for index, phase in enumerate(self.phases):
+            if step % phase.spec.interval:
+                continue
             runs: list[Stats] = []
             for j in range(phase.repeats):
-                r1_step = phase.name == "D" and self.recipe.is_r1_step(step * self.d_steps + j)
-                inputs = self.inputs(phase.name, (self.seed, step, index, j), r1_step)
+                r1_step = phase.spec.lazy_r1 and self.recipe.is_r1_step(step * phase.repeats + j)
+                inputs = self.inputs(phase.spec, (self.seed, step, index, j), r1_step)
                 batches = groups[min(j, len(groups) - 1)]
                 runs.append(run_phase(self.acc, self.precision, self.nets, phase, batches, inputs))
-            stats |= runs[0] if len(runs) == 1 else _over_repeats(runs)
+            stats = _merge(stats, runs[0] if len(runs) == 1 else _over_repeats(runs))
         return stats
 
-    def inputs(self, phase: str, key: tuple[int, ...], r1_step: bool = False) -> MicroInputs:
+    def inputs(self, spec: PhaseSpec, key: tuple[int, ...], r1_step: bool = False) -> MicroInputs:
         """(latents, context) of micro-batch i for one phase: the global batch drawn from a generator seeded by
-        `key`, latents first (so switching augmentation on does not change them)."""
-        layout, device = self.layout, self.acc.device
+        `key`, latents first (so switching augmentation on does not change them), then the recipe's draws,
+        then the family's own."""
+        layout, device = self.layout.shrunk(spec.batch_divisor), self.acc.device
         self.gen.manual_seed(seed_from(key))
         z = torch.randn(layout.total, self.z_dim, generator=self.gen, device=device)
-        draws = draw(self.recipe, self.gen, None, layout.total, self.size, device, phase)
-        penalties = phase == "D" and (r1_step or self.recipe.gp_lambda > 0)
-        scale = self.precision.loss_scale(phase, device) if penalties else None
+        draws = draw(self.recipe, self.gen, None, layout.total, self.size, device, spec.draws)
+        if spec.extra_draws is not None:
+            draws |= spec.extra_draws(layout.total, self.gen, device)
+        penalties = spec.draws == "critic" and (r1_step or self.recipe.gp_lambda > 0)
+        scale = self.precision.loss_scale(spec.updates, device) if penalties or spec.double_backward else None
+        mean = functools.partial(global_mean, self.acc.num_processes)
 
         def at(i: int) -> tuple[Tensor, PhaseContext]:
             mine = take_draws(draws, lambda t: layout.take(t, i)) if draws else {}
-            return layout.take(z, i), PhaseContext(self.recipe, mine, r1_step, scale)
+            return layout.take(z, i), PhaseContext(self.recipe, mine, r1_step, scale, mean)
 
         return at
+
+
+def global_mean(world: int, t: Tensor) -> Tensor:
+    """The mean of `t` over all processes, differentiable (its backward all-reduces the gradient, so that a
+    loss through it has the gradient it would have on one process); `t` itself on one process."""
+    if world == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t) / world
+
+
+def _merge(stats: Stats, new: Stats) -> Stats:
+    """Stats of the phases so far and of one more: a skip if any phase of that network skipped."""
+    out = dict(stats)
+    for key, value in new.items():
+        out[key] = torch.maximum(out[key], value) if key.startswith("skipped_") and key in out else value
+    return out
 
 
 def _over_repeats(runs: list[Stats]) -> Stats:
@@ -146,20 +185,22 @@ def run_phase(
     (tensors on device, no host sync), plus `skipped_<name>` = 1 when the gradients were non-finite and the
     optimiser step was skipped.
     """
-    updated = nets.G if phase.name == "G" else nets.D
-    G, D = (nets.G, nets.D_frozen) if phase.name == "G" else (nets.G_frozen, nets.D)
-    (nets.G_plain if phase.name == "G" else nets.D_plain).requires_grad_(True)
-    (nets.D_plain if phase.name == "G" else nets.G_plain).requires_grad_(False)
-    scaler = precision.scalers[phase.name]
+    spec = phase.spec
+    updated = nets.ddp[spec.updates]
+    view = {spec.updates: updated} | {name: nets.frozen[name] for name in spec.reads}
+    for name, module in nets.plain.items():
+        module.requires_grad_(name == spec.updates)
+    scaler = precision.scalers[spec.updates]
     n = len(micro_batches)
+    weight = spec.interval / n  # lazy regularisation's gain k, and the mean over micro-batches
     totals: Stats = {}
     for i, batch in enumerate(micro_batches):
         sync = i == n - 1  # all-reduce only on the last micro-batch
         z, ctx = inputs(i)
         with nullcontext() if sync else accelerator.no_sync(updated):
-            with precision.autocast(), eager_if(ctx.double_backward):
-                loss, stats = phase.loss(G, D, batch, z, ctx)
-            scaler.scale(loss / n if n > 1 else loss).backward()  # no extra op without accumulation
+            with precision.autocast(), eager_if(ctx.double_backward or spec.double_backward):
+                loss, stats = spec.loss(view, _rows(batch, spec.batch_divisor), z, ctx)
+            scaler.scale(loss * weight if weight != 1 else loss).backward()  # no extra op in the plain case
         for k, v in stats.items():
             v = v / n if n > 1 else v
             totals[k] = totals[k] + v if k in totals else v
@@ -170,9 +211,16 @@ def run_phase(
         skipped = (scaler._scale < scale_before).float()
     else:
         skipped = _step_unless_nonfinite(phase.optimizer)
-    totals[f"skipped_{phase.name}"] = skipped
+    totals[f"skipped_{spec.updates}"] = skipped
     phase.optimizer.zero_grad(set_to_none=True)
     return totals
+
+
+def _rows(batch: Batch, divisor: int) -> Batch:
+    """The first 1/divisor of a micro-batch's samples (a phase with `batch_divisor`)."""
+    if divisor == 1:
+        return batch
+    return {k: v[: v.shape[0] // divisor] for k, v in batch.items()}
 
 
 @functools.cache

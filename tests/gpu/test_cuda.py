@@ -35,7 +35,7 @@ def _training(tmp_path: Path, **train):
     acc = make_accelerator(cfg, str(tmp_path), None)
     assert acc.device.type == "cuda"
     family, nets, phases = build_training(acc, cfg, get_family("dcgan")(cfg.model, DataSpec(32, 3)))
-    precision = Precision(cfg.train.mixed_precision or "no", "cuda")
+    precision = Precision(cfg.train.mixed_precision or "no", "cuda", ("G", "D"))
     return cfg, acc, family, nets, phases, precision, make_step(acc, cfg, family, nets, phases, precision)
 
 
@@ -62,8 +62,8 @@ def test_steps_are_finite_keep_fp32_weights_and_the_memory_format(tmp_path: Path
     torch.cuda.synchronize()
     assert all(torch.isfinite(v).all() for v in stats.values())
     assert stats["skipped_D"].item() == 0 or precision == "fp16"  # fp16 may skip while the scale settles
-    weights = [p for p in nets.D_plain.parameters() if p.dim() == 4]
-    assert all(p.dtype == torch.float32 for p in nets.D_plain.parameters())
+    weights = [p for p in nets.plain["D"].parameters() if p.dim() == 4]
+    assert all(p.dtype == torch.float32 for p in nets.plain["D"].parameters())
     assert all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in weights)
 
 
@@ -89,21 +89,21 @@ def test_checkpoint_round_trip_on_cuda_continues_like_the_uninterrupted_run(tmp_
     *_, nets, phases, _, step = _training(tmp_path / "a", mixed_precision="bf16")
     for i in range(4):
         step(i, [batches[i]])
-    straight = {k: v.clone() for k, v in nets.G_plain.state_dict().items()}
+    straight = {k: v.clone() for k, v in nets.plain["G"].state_dict().items()}
     AcceleratorState._reset_state(True)
     *_, nets, phases, _, step = _training(tmp_path / "b", mixed_precision="bf16")
     for i in range(2):
         step(i, [batches[i]])
-    for name, module, opt in (("G", nets.G_plain, phases[1].optimizer), ("D", nets.D_plain, phases[0].optimizer)):
+    for name, module, opt in (("G", nets.plain["G"], phases[1].optimizer), ("D", nets.plain["D"], phases[0].optimizer)):
         ckpt.save_tree(module.state_dict(), tmp_path, name)
         ckpt.save_tree(opt.state_dict(), tmp_path, f"opt_{name}")
     AcceleratorState._reset_state(True)
     *_, nets, phases, _, step = _training(tmp_path / "c", mixed_precision="bf16")
-    for name, module, opt in (("G", nets.G_plain, phases[1].optimizer), ("D", nets.D_plain, phases[0].optimizer)):
+    for name, module, opt in (("G", nets.plain["G"], phases[1].optimizer), ("D", nets.plain["D"], phases[0].optimizer)):
         module.load_state_dict(ckpt.load_tree(tmp_path, name))
         opt.load_state_dict(ckpt.load_tree(tmp_path, f"opt_{name}"))
         ckpt.match_param_layout(opt)
     for i in range(2, 4):
         step(i, [batches[i]])
-    worst = max((straight[k].float() - v.float()).abs().max().item() for k, v in nets.G_plain.state_dict().items())
+    worst = max((straight[k].float() - v.float()).abs().max().item() for k, v in nets.plain["G"].state_dict().items())
     assert worst < 1e-5, worst

@@ -38,7 +38,7 @@ def test_each_loss_trains_dcgan_on_the_digits_without_a_nonfinite_step(tmp_path:
     acc = make_accelerator(cfg, str(tmp_path), None)
     try:
         family, nets, phases = build_training(acc, cfg, get_family("dcgan")(cfg.model, stream.spec))
-        train_step = make_step(acc, cfg, family, nets, phases, Precision("no", "cpu"))
+        train_step = make_step(acc, cfg, family, nets, phases, Precision("no", "cpu", tuple(nets.plain)))
         batches = stream.batches(cfg.train.batch_size, 0, 0, 1)
         losses, skipped = [], 0.0
         for step in range(200):

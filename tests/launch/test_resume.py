@@ -33,6 +33,9 @@ def _final_state(out: Path, step: int) -> dict[str, torch.Tensor]:
     tensors = {f"G.{k}": v for k, v in load_file(folder / "G.safetensors").items()}
     tensors |= {f"D.{k}": v for k, v in load_file(folder / "D.safetensors").items()}
     tensors |= {f"G_ema.{k}": v for k, v in load_file(folder / "G_ema.safetensors").items()}  # EMA is on by default
+    for extra in ("family_state", "ada"):  # running state beside the networks, when the run keeps it
+        if (folder / f"{extra}.safetensors").is_file():
+            tensors |= {f"{extra}.{k}": v for k, v in load_file(folder / f"{extra}.safetensors").items()}
     for net in ("G", "D"):
         for index, slots in load_tree(folder, f"opt_{net}")["state"].items():
             tensors |= {f"opt_{net}.{index}.{k}": v for k, v in slots.items()}
@@ -52,8 +55,14 @@ def _assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         # falls mid-cycle at the resume, spectral norm's u, v and the fp16 scales must continue exactly
         (TINY_GAN, 1, [*ALL_RECIPES, "train.mixed_precision=fp16"]),
         (TINY_DCGAN, 2, ["data.load_size=20", "data.random_flip=true", "log.wandb=offline"]),  # BN, crops, flips
+        # StyleGAN2's lazy phases (Greg, Dreg every 2nd step), path-length mean, w_avg and ADA's p and r_t sums
+        (
+            str(TEST_CONFIGS / "tiny_stylegan2.yaml"),
+            1,
+            ["augment.ada=true", "augment.ada_p=0.5", "augment.ada_interval=3"],
+        ),
     ],
-    ids=["1 process gan every recipe fp16", "2 processes dcgan"],
+    ids=["1 process gan every recipe fp16", "2 processes dcgan", "1 process stylegan2 ada"],
 )
 def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path: Path, digits: Path, config, nproc, extra):
     base = ["--config", config, f"data.path={digits}", "checkpoint.every=4", "log.every=2", *extra]

@@ -43,7 +43,8 @@ def test_fid_and_pr_sanity_on_folders(classifier, tmp_path):
     same = ev.score_folders(half_a, half_a)
     halves = ev.score_folders(half_b, half_a)
     far = ev.score_folders(noise, half_a)
-    assert abs(same["fid"]) < 1e-6 and (same["precision"], same["recall"]) == (1.0, 1.0)
+    # a set against itself: 0 up to the matrix square root's rounding (~1e-6 of the features' scale)
+    assert abs(same["fid"]) < 1e-5 and (same["precision"], same["recall"]) == (1.0, 1.0)
     assert 0 < halves["fid"] < 0.1 * far["fid"]
     assert far["precision"] < 0.05 and far["recall"] < 0.05
 

@@ -4,8 +4,9 @@ A DDP communication hook on G and on D records every bucket it all-reduces (then
 usual). Steps go through the framework's own build_training / TrainStep / run_phase, with BatchNorm on
 (D runs twice, real then fake, before one backward), with gradient accumulation 1 and 2, and with three
 recipes: plain BCE, lazy R1 (every 2nd D step: a double backward through the DDP-wrapped D) and WGAN-GP
-with DiffAugment.
-Writes {"rows": [...], "numel": {...}} as JSON to argv[1] on the main process.
+with DiffAugment; then StyleGAN2's four phases (Gmain, Greg: path length, a double backward through G's
+DDP; Dmain; Dreg: R1), each due on the steps run, with style mixing on.
+Writes {"rows": [...], "numel": {...}, "stylegan2": {...}} as JSON to argv[1] on the main process.
 """
 
 from __future__ import annotations
@@ -37,17 +38,9 @@ def main(out: str) -> None:
     assert acc.num_processes == 2, f"expected 2 connected processes, got {acc.num_processes}"
     family, nets, phases = build_training(acc, cfg, get_family("dcgan")(cfg.model, DataSpec(16, 3)))
     sent = {"G": 0, "D": 0}
-
-    def counting(name: str):
-        def hook(_state, bucket):
-            sent[name] += bucket.buffer().numel() * bucket.buffer().element_size()
-            return default_hooks.allreduce_hook(None, bucket)
-
-        return hook
-
-    nets.G.register_comm_hook(None, counting("G"))
-    nets.D.register_comm_hook(None, counting("D"))
-    precision, rows, B = Precision("no", acc.device.type), [], 4
+    nets.ddp["G"].register_comm_hook(None, _counting(sent, "G"))
+    nets.ddp["D"].register_comm_hook(None, _counting(sent, "D"))
+    precision, rows, B = Precision("no", acc.device.type, tuple(nets.plain)), [], 4
     recipes = {
         "bce": Recipe(),
         "lazy_r1": Recipe(r1_gamma=1.0, r1_every=2),
@@ -63,9 +56,9 @@ def main(out: str) -> None:
                     before = dict(sent)
                     r1_step = phase.name == "D" and recipe.is_r1_step(step)
                     stats = run_phase(
-                        acc, precision, nets, phase, micro, train_step.inputs(phase.name, (0, step, index), r1_step)
+                        acc, precision, nets, phase, micro, train_step.inputs(phase.spec, (0, step, index), r1_step)
                     )
-                    frozen = nets.G_plain if phase.name == "D" else nets.D_plain
+                    frozen = nets.plain["G"] if phase.name == "D" else nets.plain["D"]
                     rows.append(
                         {
                             "recipe": name,
@@ -78,11 +71,79 @@ def main(out: str) -> None:
                         }
                     )
     # after all steps the replicas must still be identical
-    same = torch.tensor([float(sum(p.detach().sum() for p in m.parameters())) for m in (nets.G_plain, nets.D_plain)])
+    same = torch.tensor(
+        [float(sum(p.detach().sum() for p in m.parameters())) for m in (nets.plain["G"], nets.plain["D"])]
+    )
     gathered = acc.gather(same[None]).tolist()
+    sg2 = stylegan2_rows(acc)
     if acc.is_main_process:
-        numel = {n: sum(p.numel() for p in m.parameters()) for n, m in (("G", nets.G_plain), ("D", nets.D_plain))}
-        Path(out).write_text(json.dumps({"rows": rows, "numel": numel, "replicas": gathered}))
+        numel = {n: sum(p.numel() for p in m.parameters()) for n, m in (("G", nets.plain["G"]), ("D", nets.plain["D"]))}
+        Path(out).write_text(json.dumps({"rows": rows, "numel": numel, "replicas": gathered, "stylegan2": sg2}))
+
+
+def stylegan2_rows(acc) -> dict:
+    """Bytes all-reduced per StyleGAN2 phase over 2 steps (every phase due on step 0), accumulation 2."""
+    model = {
+        "family": "stylegan2",
+        "z_dim": 8,
+        "w_dim": 8,
+        "mapping_layers": 2,
+        "channel_base": 128,
+        "channel_max": 8,
+        "pl_every": 2,
+        "style_mixing_prob": 0.5,
+    }
+    cfg = build_config(
+        {"model": model, "data": {"path": "unused", "image_size": 16}, "loss": {"r1_gamma": 1, "r1_every": 2}}
+    )
+    family, nets, phases = build_training(acc, cfg, get_family("stylegan2")(cfg.model, DataSpec(16, 3)))
+    sent = {"G": 0, "D": 0}
+    for name in ("G", "D"):
+        nets.ddp[name].register_comm_hook(None, _counting(sent, name))
+    precision, rows, B = Precision("no", acc.device.type, tuple(nets.plain)), [], 4
+    train_step = TrainStep(
+        acc,
+        precision,
+        nets,
+        phases,
+        Recipe(r1_gamma=1, r1_every=2),
+        family.z_dim,
+        16,
+        0,
+        Layout(B, 2, acc.num_processes, acc.process_index),
+    )
+    for step in range(2):
+        micro = [{"image": torch.rand(B, 3, 16, 16) * 2 - 1} for _ in range(2)]
+        for index, phase in enumerate(phases):
+            if step % phase.spec.interval:
+                continue
+            before = dict(sent)
+            run_phase(acc, precision, nets, phase, micro, train_step.inputs(phase.spec, (0, step, index)))
+            rows.append(
+                {
+                    "phase": phase.name,
+                    "updates": phase.updates,
+                    "G_bytes": sent["G"] - before["G"],
+                    "D_bytes": sent["D"] - before["D"],
+                }
+            )
+    state = torch.cat(
+        [
+            torch.stack([p.detach().sum() for p in nets.plain["G"].parameters()]),
+            nets.plain["G"].mapping.w_avg,
+            family.pl_mean.reshape(1),
+        ]
+    )
+    numel = {n: sum(p.numel() for p in m.parameters()) for n, m in nets.plain.items()}
+    return {"rows": rows, "numel": numel, "replicas": acc.gather(state[None]).tolist()}
+
+
+def _counting(sent: dict, name: str):
+    def hook(_state, bucket):
+        sent[name] += bucket.buffer().numel() * bucket.buffer().element_size()
+        return default_hooks.allreduce_hook(None, bucket)
+
+    return hook
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def test_compiled_steps_compile_a_fixed_number_of_graphs(tmp_path: Path, monkeyp
     acc = make_accelerator(cfg, str(tmp_path), None)
     try:
         family, nets, phases = build_training(acc, cfg, get_family("dcgan")(cfg.model, DataSpec(16, 1)))
-        assert isinstance(nets.D_frozen, torch._dynamo.eval_frame.OptimizedModule)
-        train_step = make_step(acc, cfg, family, nets, phases, Precision("bf16", "cpu"))
+        assert isinstance(nets.frozen["D"], torch._dynamo.eval_frame.OptimizedModule)
+        train_step = make_step(acc, cfg, family, nets, phases, Precision("bf16", "cpu", tuple(nets.plain)))
         micro = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1} for _ in range(2)]
         for step in range(3):
             train_step(step, [micro, micro])
@@ -54,7 +54,7 @@ def test_compiled_steps_compile_a_fixed_number_of_graphs(tmp_path: Path, monkeyp
         assert 0 < after_warmup <= 8, after_warmup  # G and D, each with its requires_grad on and off
         assert all(torch.isfinite(v).all() for v in stats.values())
         # the plain modules stay uncompiled and keep their own state-dict names
-        assert not any("_orig_mod" in k for k in [*nets.G_plain.state_dict(), *nets.D_plain.state_dict()])
+        assert not any("_orig_mod" in k for k in [*nets.plain["G"].state_dict(), *nets.plain["D"].state_dict()])
     finally:
         AcceleratorState._reset_state(True)
         torch._dynamo.reset()

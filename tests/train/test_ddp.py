@@ -27,6 +27,13 @@ def test_each_phase_all_reduces_exactly_one_copy_of_its_network(tmp_path: Path) 
     assert d_rows[("lazy_r1", 1, 0)] == ["r1"] and d_rows[("lazy_r1", 1, 1)] == []  # R1 on every 2nd D step
     assert d_rows[("gp_diffaugment", 2, 0)] == d_rows[("gp_diffaugment", 2, 1)] == ["gp"]
     assert result["replicas"][0] == result["replicas"][1], "ranks diverged"
+    sg2 = result["stylegan2"]  # Greg and Dreg are double backwards through DDP; Dmain runs G frozen
+    assert [r["phase"] for r in sg2["rows"]] == ["Gmain", "Greg", "Dmain", "Dreg", "Gmain", "Dmain"]
+    for row in sg2["rows"]:
+        other = "D" if row["updates"] == "G" else "G"
+        assert row[f"{row['updates']}_bytes"] == fp32 * sg2["numel"][row["updates"]], row
+        assert row[f"{other}_bytes"] == 0, row
+    assert sg2["replicas"][0] == sg2["replicas"][1], "ranks diverged (weights, w_avg or the path-length mean)"
 
 
 EXITING = """
@@ -110,3 +117,43 @@ def test_one_process_equals_two_processes_and_accumulation(tmp_path: Path, digit
         worst = max((reference[k] - weights[k]).abs().max().item() for k in reference)
         print(f"{name}: max |w - w_ref| = {worst:.2e} (weights moved up to {moved:.2e})")
         assert worst < 2e-5, f"{name}: weights differ from 1 process x 8 by {worst:.2e}"
+
+
+def test_stylegan2_one_process_equals_two(tmp_path: Path, digits_one_shard: Path) -> None:
+    """StyleGAN2's four phases with style mixing, per-layer noise and the path-length mean: its random inputs
+    are drawn for the global batch and its running means (w_avg, pl_mean) taken over all processes, so 1 x 8
+    and 2 x 4 train the same weights and keep the same state. (Minibatch std groups form inside each
+    process's batch, as in the official code: sample i of a batch of B joins group i mod B/group_size. With
+    group 4 the groups of 1 x 8 are the two ranks' samples of 2 x 4, so the runs can be equal.)"""
+    from tests.conftest import launch_train
+
+    finals = []
+    for name, nproc, batch in (("a", 1, 8), ("b", 2, 4)):
+        args = ["--config", str(TEST_CONFIGS / "tiny_stylegan2.yaml"), "--output-dir", str(tmp_path / name)]
+        args += [f"data.path={digits_one_shard}", f"train.batch_size={batch}", "checkpoint.every=100"]
+        args += ["log.sample_every=100", "model.pl_batch_shrink=2", "model.mbstd_group_size=4"]
+        assert_ok(launch_train(args, nproc=nproc))
+        final = tmp_path / name / "checkpoints" / "step_000000004"
+        finals.append(
+            {
+                f"{f}.{k}": v
+                for f in ("G", "D", "G_ema", "family_state")
+                for k, v in load_file(final / f"{f}.safetensors").items()
+            }
+        )
+    one, two = finals
+    assert one["family_state.pl_mean"] > 0  # Greg ran and moved the path-length mean
+    from accelerate.utils import set_seed
+
+    from distgan.config import load_config
+    from distgan.family import DataSpec
+    from distgan.registry import get_family
+
+    cfg = load_config(TEST_CONFIGS / "tiny_stylegan2.yaml", [])
+    set_seed(0)  # as build_training draws the initial weights
+    init = get_family("stylegan2")(cfg.model, DataSpec(16, 1)).build_networks()["G"].state_dict()
+    moved = max((one[f"G.{k}"] - v).abs().max().item() for k, v in init.items())
+    worst = max((one[k].double() - two[k].double()).abs().max().item() for k in one)
+    print(f"max |w_2proc - w_1proc| = {worst:.2e}, weights moved up to {moved:.2e}")
+    assert moved > 1e-3, "training did not change the weights: the comparison would be vacuous"
+    assert worst < 2e-5, f"2 processes x 4 differ from 1 process x 8 by {worst:.2e}"

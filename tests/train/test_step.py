@@ -1,8 +1,8 @@
-"""The two-phase step in one process: which network gets gradients, fp16 skips, gradient accumulation."""
+"""The phase step in one process: which network gets gradients, fp16 skips, gradient accumulation."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import pytest
 import torch
@@ -49,76 +49,84 @@ def _step(acc, family, nets, phases, precision, micro, batch, accum=1, step=0):
 
 
 def _inputs(acc, family, nets, phases, precision, batch, phase="D"):
-    return TrainStep(acc, precision, nets, phases, Recipe(), family.z_dim, 16, 0, Layout(batch)).inputs(phase, (0,))
+    return TrainStep(acc, precision, nets, phases, Recipe(), family.z_dim, 16, 0, Layout(batch)).inputs(
+        phases[0 if phase == "D" else 1].spec, (0,)
+    )
+
+
+def _times(phase, factor: str):
+    """The phase's loss multiplied by inf or nan: its network's gradients become non-finite."""
+
+    def loss(nets, batch, z, ctx):
+        value, stats = phase.spec.loss(nets, batch, z, ctx)
+        return value * float(factor), stats
+
+    return loss
 
 
 def test_each_phase_updates_only_its_network(setup) -> None:
     acc, cfg, family, nets, phases = setup()
-    precision = Precision("no", "cpu")
+    precision = Precision("no", "cpu", ("G", "D"))
     batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
-    g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
+    g0, d0 = _params(nets.plain["G"]), _params(nets.plain["D"])
     inputs = _inputs(acc, family, nets, phases, precision, 4)
     stats = run_phase(acc, precision, nets, phases[0], batch, inputs)  # D phase
-    assert _changed(d0, nets.D_plain) and not _changed(g0, nets.G_plain)
-    assert all(p.grad is None for p in nets.G_plain.parameters()), "G got gradients in the D phase"
+    assert _changed(d0, nets.plain["D"]) and not _changed(g0, nets.plain["G"])
+    assert all(p.grad is None for p in nets.plain["G"].parameters()), "G got gradients in the D phase"
     assert set(stats) == {"loss_d", "d_real", "d_fake", "skipped_D"} and stats["skipped_D"].item() == 0
-    d1 = _params(nets.D_plain)
+    d1 = _params(nets.plain["D"])
     stats = run_phase(acc, precision, nets, phases[1], batch, _inputs(acc, family, nets, phases, precision, 4, "G"))
-    assert _changed(g0, nets.G_plain) and not _changed(d1, nets.D_plain)
-    assert all(p.grad is None for p in nets.D_plain.parameters()), "D got gradients in the G phase"
+    assert _changed(g0, nets.plain["G"]) and not _changed(d1, nets.plain["D"])
+    assert all(p.grad is None for p in nets.plain["D"].parameters()), "D got gradients in the G phase"
     assert set(stats) == {"loss_g", "skipped_G"} and stats["skipped_G"].item() == 0
 
 
 def test_fp16_overflow_skips_only_that_network(setup) -> None:
     acc, cfg, family, nets, phases = setup(mixed_precision="fp16")
-    precision = Precision("fp16", "cpu")
-    poisoned = copy.copy(phases[0])
-    poisoned.loss = lambda G, D, batch, z, ctx: (lambda loss, stats: (loss * float("inf"), stats))(
-        *family.d_phase(G, D, batch, z, ctx)
-    )  # D's gradients overflow
+    precision = Precision("fp16", "cpu", ("G", "D"))
+    poisoned = dataclasses.replace(phases[0], spec=dataclasses.replace(phases[0].spec, loss=_times(phases[0], "inf")))
     batch = [{"image": torch.rand(4, 1, 16, 16) * 2 - 1}]
-    g0, d0 = _params(nets.G_plain), _params(nets.D_plain)
+    g0, d0 = _params(nets.plain["G"]), _params(nets.plain["D"])
     stats = _step(acc, family, nets, [poisoned, phases[1]], precision, batch, 4)
     assert stats["skipped_D"].item() == 1 and stats["skipped_G"].item() == 0
-    assert not _changed(d0, nets.D_plain), "D stepped on non-finite gradients"
-    assert _changed(g0, nets.G_plain), "G's step was lost because D overflowed"
+    assert not _changed(d0, nets.plain["D"]), "D stepped on non-finite gradients"
+    assert _changed(g0, nets.plain["G"]), "G's step was lost because D overflowed"
     assert precision.scalers["G"].get_scale() == 65536.0 and precision.scalers["D"].get_scale() == 32768.0
-    assert all(torch.isfinite(p).all() for p in [*nets.G_plain.parameters(), *nets.D_plain.parameters()])
+    assert all(torch.isfinite(p).all() for p in [*nets.plain["G"].parameters(), *nets.plain["D"].parameters()])
 
 
 def test_gradient_accumulation_equals_the_full_batch(setup) -> None:
     images = torch.rand(8, 1, 16, 16) * 2 - 1
     acc, cfg, family, nets, phases = setup()
-    _step(acc, family, nets, phases, Precision("no", "cpu"), [{"image": images}], 8)
-    full = _params(nets.G_plain) + _params(nets.D_plain)
+    _step(acc, family, nets, phases, Precision("no", "cpu", ("G", "D")), [{"image": images}], 8)
+    full = _params(nets.plain["G"]) + _params(nets.plain["D"])
     AcceleratorState._reset_state(True)
     acc, cfg, family, nets, phases = setup(grad_accum=2)
     micro = [{"image": images[:4]}, {"image": images[4:]}]
-    _step(acc, family, nets, phases, Precision("no", "cpu"), micro, 4, accum=2)
-    accumulated = _params(nets.G_plain) + _params(nets.D_plain)
+    _step(acc, family, nets, phases, Precision("no", "cpu", ("G", "D")), micro, 4, accum=2)
+    accumulated = _params(nets.plain["G"]) + _params(nets.plain["D"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full, accumulated))
 
 
 def test_bf16_step_keeps_fp32_weights(setup) -> None:
     acc, cfg, family, nets, phases = setup(mixed_precision="bf16")
-    stats = _step(acc, family, nets, phases, Precision("bf16", "cpu"), [{"image": torch.rand(4, 1, 16, 16)}], 4)
+    stats = _step(
+        acc, family, nets, phases, Precision("bf16", "cpu", ("G", "D")), [{"image": torch.rand(4, 1, 16, 16)}], 4
+    )
     assert all(torch.isfinite(v) for v in stats.values())
-    assert all(p.dtype == torch.float32 for p in [*nets.G_plain.parameters(), *nets.D_plain.parameters()])
+    assert all(p.dtype == torch.float32 for p in [*nets.plain["G"].parameters(), *nets.plain["D"].parameters()])
 
 
 @pytest.mark.parametrize("mode", ["no", "bf16"])
 def test_nonfinite_gradients_skip_the_step_without_fp16(setup, mode: str) -> None:
     acc, cfg, family, nets, phases = setup(mixed_precision=mode)
-    poisoned = copy.copy(phases[1])
-    poisoned.loss = lambda G, D, batch, z, ctx: (lambda loss, stats: (loss * float("nan"), stats))(
-        *family.g_phase(G, D, batch, z, ctx)
-    )  # G's gradients become nan
+    poisoned = dataclasses.replace(phases[1], spec=dataclasses.replace(phases[1].spec, loss=_times(phases[1], "nan")))
     batch = [{"image": torch.rand(4, 1, 16, 16)}]
-    _step(acc, family, nets, phases, Precision(mode, "cpu"), batch, 4)  # one good step: Adam has state
-    g0 = _params(nets.G_plain)
+    _step(acc, family, nets, phases, Precision(mode, "cpu", ("G", "D")), batch, 4)  # one good step: Adam has state
+    g0 = _params(nets.plain["G"])
     adam_steps = [s["step"].clone() for s in phases[1].optimizer.state.values()]
-    stats = _step(acc, family, nets, [phases[0], poisoned], Precision(mode, "cpu"), batch, 4, step=1)
+    stats = _step(acc, family, nets, [phases[0], poisoned], Precision(mode, "cpu", ("G", "D")), batch, 4, step=1)
     assert stats["skipped_G"].item() == 1 and stats["skipped_D"].item() == 0
-    assert not _changed(g0, nets.G_plain), "G stepped on nan gradients"
+    assert not _changed(g0, nets.plain["G"]), "G stepped on nan gradients"
     assert all(torch.isfinite(s["exp_avg"]).all() for s in phases[1].optimizer.state.values())
     assert adam_steps and [s["step"] for s in phases[1].optimizer.state.values()] == adam_steps
