@@ -80,7 +80,7 @@ def test_phases_use_the_real_labels_for_both_real_and_fake() -> None:
     z = torch.randn(6, 16)
     G.requires_grad_(False)  # the D phase, as the trainer runs it
     loss, stats = fam.d_phase(G, D, batch, z)
-    assert set(stats) == {"loss_d", "d_real", "d_fake"} and torch.isfinite(loss)
+    assert set(stats) == {"loss_d", "d_real", "d_fake", "real_sign"} and torch.isfinite(loss)
     with torch.no_grad():  # train-mode BN uses batch statistics: the same inputs give the same logits
         y = batch["label"]
         expected = d_bce(D(batch["image"], y), D(G(z, y), y))

@@ -158,7 +158,7 @@ def test_phases_are_the_papers_losses() -> None:
     fake = G(batch["source"])
     real_logits, fake_logits = D(batch["source"], batch["image"]), D(batch["source"], fake)
     assert torch.allclose(loss_d, 0.5 * d_bce(real_logits, fake_logits))  # halved, as in the paper
-    assert set(stats_d) == {"loss_d", "d_real", "d_fake"}
+    assert set(stats_d) == {"loss_d", "d_real", "d_fake", "real_sign"}
     assert torch.allclose(stats_d["d_real"], torch.sigmoid(real_logits).mean())
     loss_g, stats_g = fam.g_phase(G, D, batch, z)
     l1 = F.l1_loss(fake, batch["image"])

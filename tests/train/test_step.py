@@ -73,7 +73,7 @@ def test_each_phase_updates_only_its_network(setup) -> None:
     stats = run_phase(acc, precision, nets, phases[0], batch, inputs)  # D phase
     assert _changed(d0, nets.plain["D"]) and not _changed(g0, nets.plain["G"])
     assert all(p.grad is None for p in nets.plain["G"].parameters()), "G got gradients in the D phase"
-    assert set(stats) == {"loss_d", "d_real", "d_fake", "skipped_D"} and stats["skipped_D"].item() == 0
+    assert set(stats) == {"loss_d", "d_real", "d_fake", "real_sign", "skipped_D"} and stats["skipped_D"].item() == 0
     d1 = _params(nets.plain["D"])
     stats = run_phase(acc, precision, nets, phases[1], batch, _inputs(acc, family, nets, phases, precision, 4, "G"))
     assert _changed(g0, nets.plain["G"]) and not _changed(d1, nets.plain["D"])
