@@ -116,7 +116,7 @@ class TrainConfig:
     d_steps: int = 1  # D updates per G update (WGAN-GP's n_critic: 5), each on its own batch
     lazy_correction: bool | None = None  # lr x k/(k+1), betas^(k/(k+1)) for lazily regularised nets; null: family's
     spectral_norm: Literal["none", "D", "G", "both"] | None = None  # null: the family's default (sngan: D)
-    channels_last: bool = True  # NHWC weights and images: faster convolutions (measured: docs/benchmarks.md)
+    channels_last: bool | None = None  # NHWC weights and images (faster convolutions); null: the family's choice
     compile: Literal[False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
 
     def validate(self) -> None:
@@ -405,6 +405,8 @@ def build_config(raw: dict[str, Any], name: str = "run") -> Config:
         cfg.loss.adversarial = family.default_loss
     if cfg.train.spectral_norm is None:
         cfg.train.spectral_norm = family.default_spectral_norm
+    if cfg.train.channels_last is None:
+        cfg.train.channels_last = family.default_channels_last
     return cfg
 
 

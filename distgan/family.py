@@ -97,6 +97,7 @@ class Family:
     columns: ClassVar[tuple[str, ...]] = ("image",)  # batch keys this family reads
     default_loss: ClassVar[str] = "bce"  # what loss.adversarial: null resolves to
     default_spectral_norm: ClassVar[str] = "none"  # what train.spectral_norm: null resolves to
+    default_channels_last: ClassVar[bool] = True  # what train.channels_last: null resolves to
 
     def __init__(self, params: ModelParams, spec: DataSpec) -> None:
         self.params = params
@@ -217,6 +218,41 @@ class Family:
     def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
         """What the logged grid shows, and images per row (default: the samples in a square grid)."""
         return generated, max(1, int(round(generated.shape[0] ** 0.5)))
+
+    def walk_inputs(self, G: nn.Module, keys: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+        """`generate` inputs for a latent walk through K keyframes (`keys`: sample inputs with K rows): for
+        each of the K - 1 segments, the points at fractions t (T,) of the way, segment by segment ((K-1)*T
+        rows). Default: slerp in z (a Gaussian's mass lies near a sphere; a straight line would cut inside
+        it), each segment keeping its first keyframe's other inputs (its class)."""
+        z = keys["z"]
+        frames = slerp(z[:-1, None], z[1:, None], t.to(z)[None, :, None]).flatten(0, 1)
+        rest = {k: v[:-1].repeat_interleave(len(t), 0) for k, v in keys.items() if k != "z"}
+        return {"z": frames} | rest
+
+    def num_styles(self) -> int:
+        """How many style inputs (ws) G's synthesis takes; 0 when G has no style space. A family with styles
+        honours a "truncation_psi" input in `generate` and implements `style_mix_inputs`."""
+        return 0
+
+    def style_mix_inputs(
+        self, G: nn.Module, rows: dict[str, Tensor], cols: dict[str, Tensor], layers: range, psi: float = 1.0
+    ) -> dict[str, Tensor]:
+        """`generate` inputs for a style-mixing grid, row-major (R*C rows): row r's styles with the `layers`
+        taken from column c's."""
+        raise NotImplementedError(f"family {self.name} has no styles to mix")
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation from a to b (vectors in the last dimension) at fractions t; lerp where the two
+    directions (nearly) coincide."""
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1, 1).unsqueeze(-1)
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    near = sin.abs() < 1e-6
+    sin = torch.where(near, torch.ones_like(sin), sin)
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / sin)
+    wb = torch.where(near, t, torch.sin(t * omega) / sin)
+    return wa * a + wb * b
 
 
 def index_generators(indices: Tensor, seed: int) -> list[torch.Generator]:

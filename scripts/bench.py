@@ -1,8 +1,14 @@
-"""Steady-state training throughput of distgan's dcgan step against a hand-written PyTorch loop, per setting.
+"""Steady-state training throughput of distgan's training step against a hand-written PyTorch loop, per setting.
 
-Both sides train the same DCGenerator / DCDiscriminator (same init and seed, Adam 2e-4 / (0.5, 0.999),
-BCE-with-logits; a D step on real vs G(z1), then a G step on fresh z2) on one fixed random batch that is
-already on the device: the step is measured, not the data loader. Each setting (precision, channels_last,
+dcgan (default): both sides train the same DCGenerator / DCDiscriminator (same init and seed, Adam 2e-4 /
+(0.5, 0.999), BCE-with-logits; a D step on real vs G(z1), then a G step on fresh z2).
+stylegan2 (`--family stylegan2 --config-json FILE`, FILE holding official constructor keywords {G_kwargs,
+D_kwargs} such as ../shared/stylegan2/small_uncond/config.json): both sides train the same networks with the
+paper's four phases at their intervals (Gmain; Greg, path length on half the batch, every 4 steps; Dmain;
+Dreg, R1 gamma 1, every 16 steps), style mixing 0.9, Adam 2.5e-3 / (0, 0.99) with the lazy correction, no
+augmentation; a timed block is a whole number of 16-step cycles so both sides run the same phase mix.
+Either way the sides run on one fixed random batch that is already on the device: the step is measured,
+not the data loader. Each setting (precision, channels_last,
 torch.compile) is applied to both sides the same way: distgan through its config (the real wrapping step,
 `distgan.train.setup.wrap_models`, and the real `TrainStep`), the plain loop by hand. After a warm-up (which
 includes compilation) the sides run in alternating timed blocks (A/B, B/A, ...); the table gives each side's
@@ -12,11 +18,15 @@ same run. The line `fast path / plain fp32 eager: N.NNx` names the fastest distg
     python scripts/bench.py                                                     # GPU: 64x64, batch 128
     python scripts/bench.py --size 32 --ngf 32 --ndf 32 --batch 64               # CPU-sized
     python scripts/bench.py --size 32 --ngf 32 --ndf 32 --batch 64 --threads 1 --clock cpu   # shared CPU
+    python scripts/bench.py --family stylegan2 --config-json ../shared/stylegan2/small_uncond/config.json \
+        --batch 32 --threads 1 --clock cpu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import statistics
@@ -42,6 +52,8 @@ from distgan.config import Config, build_config  # noqa: E402
 from distgan.family import DataSpec  # noqa: E402
 from distgan.logging.stats import RunningStats  # noqa: E402
 from distgan.models.dcgan import DCDiscriminator, DCGenerator  # noqa: E402
+from distgan.models.stylegan2 import config_from_official  # noqa: E402
+from distgan.models.stylegan2_networks import Discriminator, Generator  # noqa: E402
 from distgan.registry import get_family  # noqa: E402
 from distgan.train.loop import build_training, control_check, make_step  # noqa: E402
 from distgan.train.setup import DTYPES, Precision, make_accelerator  # noqa: E402
@@ -78,10 +90,14 @@ def parse_setting(text: str) -> Setting:
 
 CPU_SETTINGS = "fp32,fp32+channels_last,fp32+compile,bf16,bf16+channels_last,bf16+channels_last+compile"
 GPU_SETTINGS = CPU_SETTINGS + ",fp16+channels_last,fp16+channels_last+compile"
+STYLEGAN2_SETTINGS = "fp32"  # its regularisation phases differentiate twice: they run eagerly in fp32
+CYCLE = 16  # stylegan2: the phases' intervals (4, 16) repeat every 16 steps
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", choices=["dcgan", "stylegan2"], default="dcgan")
+    p.add_argument("--config-json", type=Path, help="stylegan2: official {G_kwargs, D_kwargs} (sets size, widths)")
     p.add_argument("--size", type=int, default=64, help="image resolution, a power of two >= 16 (default 64)")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
@@ -100,13 +116,28 @@ def parse_args() -> argparse.Namespace:
         default="wall",
         help="cpu: this process's CPU time instead of wall time, for a CPU shared with other jobs (use --threads 1)",
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if (args.family == "stylegan2") != (args.config_json is not None):
+        p.error("--config-json FILE goes with --family stylegan2 (and only with it)")
+    if args.config_json is not None:
+        try:
+            official = json.loads(args.config_json.read_text())
+            args.stylegan2 = config_from_official(official["G_kwargs"], official["D_kwargs"])
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--config-json {args.config_json}: {e}")
+        args.size = args.stylegan2["data"]["image_size"]
+    return args
 
 
 def make_cfg(args: argparse.Namespace, s: Setting) -> Config:
+    train = {"batch_size": args.batch, "mixed_precision": s.precision, "channels_last": s.channels_last}
+    if args.family == "stylegan2":
+        sg2 = args.stylegan2
+        model, data = sg2["model"] | {"style_mixing_prob": 0.9}, {"path": "synthetic"} | sg2["data"]
+        train |= {"lr_g": 2.5e-3, "lr_d": 2.5e-3, "betas": [0.0, 0.99]}
+        return build_config({"model": model, "data": data, "train": train, "loss": {"r1_gamma": 1.0}})
     model = {"family": "dcgan", "ngf": args.ngf, "ndf": args.ndf}
     data = {"path": "synthetic", "image_size": args.size, "channels": 3}
-    train = {"batch_size": args.batch, "mixed_precision": s.precision, "channels_last": s.channels_last}
     return build_config({"model": model, "data": data, "train": train | {"compile": s.compile}})
 
 
@@ -114,7 +145,7 @@ def distgan_step(acc: Accelerator, cfg: Config, real: torch.Tensor) -> tuple[Ste
     """The per-step work of distgan.train.loop.train with grad_accum 1 and the batch already on the device:
     `TrainStep` (both phases), the stats, the non-finite streak, the periodic control check and stats reduce;
     tqdm, samples and checkpoints left out."""
-    family = get_family("dcgan")(cfg.model, DataSpec(cfg.data.image_size, cfg.data.channels))
+    family = get_family(cfg.model.family)(cfg.model, DataSpec(cfg.data.image_size, cfg.data.channels))
     family, nets, phases = build_training(acc, cfg, family)
     precision, running = Precision(cfg.train.mixed_precision, acc.device.type, tuple(nets.plain)), RunningStats()
     train_step = make_step(acc, cfg, family, nets, phases, precision)
@@ -137,7 +168,12 @@ def distgan_step(acc: Accelerator, cfg: Config, real: torch.Tensor) -> tuple[Ste
 
 
 def plain_step(cfg: Config, real: torch.Tensor, fused: bool) -> tuple[Step, list[nn.Module]]:
-    """The same algorithm as a plain PyTorch loop, with the same precision, memory format and compilation."""
+    """The same algorithm as a plain PyTorch loop."""
+    return (plain_stylegan2 if cfg.model.family == "stylegan2" else plain_dcgan)(cfg, real, fused)
+
+
+def plain_dcgan(cfg: Config, real: torch.Tensor, fused: bool) -> tuple[Step, list[nn.Module]]:
+    """dcgan as a plain PyTorch loop, with the same precision, memory format and compilation."""
     m, t, device, (B, C, S, _) = cfg.model, cfg.train, real.device, real.shape
     mode = t.mixed_precision
     torch.manual_seed(cfg.train.seed)
@@ -171,6 +207,61 @@ def plain_step(cfg: Config, real: torch.Tensor, fused: bool) -> tuple[Step, list
         scaler_g.scale(loss_g).backward()
         scaler_g.step(opt_g)
         scaler_g.update()
+
+    return step, [G, D]
+
+
+def plain_stylegan2(cfg: Config, real: torch.Tensor, fused: bool) -> tuple[Step, list[nn.Module]]:
+    """StyleGAN2's four phases as a plain loop (written from the paper): each phase one optimiser step, the
+    regularisers every pl_every / r1_every steps weighted by their interval, the lazy-corrected Adam."""
+    m, device, B = cfg.model, real.device, real.shape[0]
+    torch.manual_seed(cfg.train.seed)
+    family = get_family("stylegan2")(m, DataSpec(cfg.data.image_size, cfg.data.channels))
+    G_kwargs, D_kwargs = family.kwargs()
+    G, D = Generator(**G_kwargs).to(device), Discriminator(**D_kwargs).to(device)
+    c = torch.zeros(B, 0, device=device)
+
+    def adam(net: nn.Module, lr: float, k: int) -> torch.optim.Optimizer:
+        r = k / (k + 1)
+        betas = tuple(b**r for b in cfg.train.betas)
+        return torch.optim.Adam(net.parameters(), lr=lr * r, betas=betas, fused=fused or None)
+
+    opt_g, opt_d = adam(G, cfg.train.lr_g, m.pl_every), adam(D, cfg.train.lr_d, cfg.loss.r1_every)
+    pl_mean = torch.zeros((), device=device)
+
+    def generate(n: int, return_ws: bool = False):
+        z, mix_z = torch.randn(n, m.z_dim, device=device), torch.randn(n, m.z_dim, device=device)
+        layer = torch.randint(1, G.num_ws, (n,), device=device)
+        layer = torch.where(torch.rand(n, device=device) < m.style_mixing_prob, layer, G.num_ws)
+        return G(z, c[:n], mix_z=mix_z, mix_layer=layer, return_ws=return_ws)
+
+    def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def step(i: int) -> None:
+        nonlocal pl_mean
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        update(opt_g, torch.nn.functional.softplus(-D(generate(B), c)).mean())  # Gmain
+        if i % m.pl_every == 0:  # Greg: path length on B / pl_batch_shrink samples
+            img, ws = generate(B // m.pl_batch_shrink, return_ws=True)
+            y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+            (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
+            lengths = grad.square().sum(2).mean(1).sqrt()
+            mean = pl_mean.lerp(lengths.mean(), m.pl_decay)
+            pl_mean = mean.detach()
+            update(opt_g, (lengths - mean).square().mean() * m.pl_weight * m.pl_every)
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        fake = generate(B)
+        softplus = torch.nn.functional.softplus
+        update(opt_d, softplus(D(fake, c)).mean() + softplus(-D(real, c)).mean())  # Dmain
+        if i % cfg.loss.r1_every == 0:  # Dreg: R1 on the reals
+            x = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(x, c).sum(), x, create_graph=True)
+            update(opt_d, grad.square().sum([1, 2, 3]).mean() * (cfg.loss.r1_gamma / 2) * cfg.loss.r1_every)
 
     return step, [G, D]
 
@@ -209,7 +300,8 @@ def timed(
 
 def real_batch(args: argparse.Namespace, device: torch.device) -> torch.Tensor:
     """One fixed batch of random images in [-1, 1] (like the data pipeline's) on the device."""
-    real = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    channels = args.stylegan2["data"]["channels"] if args.family == "stylegan2" else 3
+    real = torch.rand(args.batch, channels, args.size, args.size, generator=torch.Generator().manual_seed(1))
     return real.to(device) * 2 - 1
 
 
@@ -231,6 +323,9 @@ def bench(acc: Accelerator, args: argparse.Namespace, s: Setting, reference: Ste
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     per_step = min(timed(plain, warmup + i, 1, device, clock) for i in range(3))
     steps = args.steps or max(2, round(BLOCK_SECONDS[device.type] / per_step))
+    if args.family == "stylegan2":  # whole cycles of the lazy phases, starting at a cycle's first step
+        steps = CYCLE * max(1, round(steps / CYCLE))
+        warmup = CYCLE * max(1, -(-warmup // CYCLE)) - 3
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
         for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:  # A/B then B/A: drift hits both sides
@@ -284,11 +379,13 @@ def main() -> int:
             settings = [Setting(m.strip()) for m in args.precision.split(",")]
         else:
             default = GPU_SETTINGS if dev.type == "cuda" else CPU_SETTINGS
+            default = STYLEGAN2_SETTINGS if args.family == "stylegan2" else default
             settings = [parse_setting(t) for t in (args.settings or default).split(",")]
         if Setting() not in settings:
             settings.insert(0, Setting())  # the reference of every row's speed-up
         print(f"torch {torch.__version__}, accelerate {accelerate.__version__}; {dev}: {device_name(dev)}")
-        print(f"dcgan ngf {args.ngf} ndf {args.ndf}; data: one fixed random batch already on {dev.type}, no loader")
+        nets = f"dcgan ngf {args.ngf} ndf {args.ndf}" if args.family == "dcgan" else f"stylegan2 {args.config_json}"
+        print(f"{nets}; data: one fixed random batch already on {dev.type}, no loader")
         print(f"Adam: distgan's own (fused where available), plain {'fused' if args.plain_fused else 'default'}")
         print(f"clock: {'CPU time of this process' if args.clock == 'cpu' else 'wall time'}")
         print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -35,18 +35,32 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         ["model.norm=none", "loss.adversarial=wgan", "loss.gp_lambda=10", "train.d_steps=5"]
         + ["train.lr_g=1e-4", "train.lr_d=1e-4", "train.betas=[0.0,0.9]"],
     ),
+    "stylegan2": ("stylegan2_mnist", ["augment.ada=false"]),
+    "stylegan2 + ADA": ("stylegan2_mnist", []),
 }
+
+
+def common_arguments(p: argparse.ArgumentParser, data: str, budget: float, num_samples: int, out: str) -> None:
+    """The options every quality benchmark takes (this one and scripts/bench_ada.py)."""
+    p.add_argument("--data", default=data, help="real MNIST parquet (scripts/prepare_mnist.py)")
+    p.add_argument("--classifier", default="data/mnist-classifier", help="scripts/train_classifier.py output")
+    p.add_argument("--budget", type=float, default=budget, help="training seconds per run")
+    p.add_argument("--num-samples", type=int, default=num_samples, help="generated images per evaluation")
+    p.add_argument("--out", default=out, help="run directories (one per run)")
+    p.add_argument("--extra", nargs="*", default=[], help="overrides for every run, e.g. train.batch_size=32")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """--data and --classifier exist, before anything trains."""
+    for path, what in ((args.data, "--data (scripts/prepare_mnist.py)"), (args.classifier, "--classifier")):
+        if not (REPO / path).exists() and not Path(path).exists():
+            raise SystemExit(f"error: {what}: {path} does not exist")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/mnist", help="real MNIST parquet (scripts/prepare_mnist.py)")
-    p.add_argument("--classifier", default="data/mnist-classifier", help="scripts/train_classifier.py output")
-    p.add_argument("--budget", type=float, default=300, help="training seconds per recipe")
-    p.add_argument("--num-samples", type=int, default=10000, help="generated images per evaluation")
-    p.add_argument("--out", default="runs/bench_recipes", help="run directories (one per recipe)")
+    common_arguments(p, data="data/mnist", budget=300, num_samples=10000, out="runs/bench_recipes")
     p.add_argument("--only", default="", help="comma-separated recipe numbers (1-based) to run; default: all")
-    p.add_argument("--extra", nargs="*", default=[], help="overrides for every recipe, e.g. train.batch_size=32")
     return p.parse_args()
 
 
@@ -85,9 +99,7 @@ def train_and_score(args: argparse.Namespace, index: int, name: str, config: str
 
 def main() -> None:
     args = parse_args()
-    for path, what in ((args.data, "--data (scripts/prepare_mnist.py)"), (args.classifier, "--classifier")):
-        if not (REPO / path).exists() and not Path(path).exists():
-            raise SystemExit(f"error: {what}: {path} does not exist")
+    check_inputs(args)
     chosen = {int(i) for i in args.only.split(",") if i} or set(range(1, len(RECIPES) + 1))
     print(f"budget {args.budget:g} s per recipe, {args.num_samples} samples per evaluation; load: {os.getloadavg()}")
     rows = [

@@ -4,10 +4,10 @@
 
 Writes DIR/G.safetensors, DIR/D.safetensors, DIR/G_ema.safetensors (every parameter and buffer, named as the
 official modules' state_dict() names them) and DIR/config.json {G_kwargs, D_kwargs, training_set_kwargs,
-augment_p, source: {file, sha256}}. The pickle is read by an allow-list unpickler
-(`distgan.models.official_pickle`): the Python source embedded in it is never run, and a pickle asking for
-anything else is refused. DIR is written in a temporary folder beside it and renamed into place, so it is
-either complete or absent; an existing non-empty DIR is replaced only with --force.
+augment_p, source: {file, sha256}, distgan: the model.* and data.* keys of these networks}. The pickle is
+read by an allow-list unpickler (`distgan.models.official_pickle`): the Python source embedded in it is never
+run, and a pickle asking for anything else is refused. DIR is written in a temporary folder beside it and
+renamed into place, so it is either complete or absent; an existing non-empty DIR is replaced only with --force.
 Errors are one `error:` line on stderr, exit status 2.
 """
 
@@ -39,14 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_out(args.out, args.force)
         from distgan.models.official_pickle import read_official_pickle
+        from distgan.models.stylegan2 import config_from_official
 
         snapshot = read_official_pickle(args.pkl)
+        G_kwargs, D_kwargs = keyword_only(snapshot.G, "G"), keyword_only(snapshot.D, "D")
+        keys = config_from_official(G_kwargs, D_kwargs)
         config = {
-            "G_kwargs": keyword_only(snapshot.G, "G"),
-            "D_kwargs": keyword_only(snapshot.D, "D"),
+            "G_kwargs": G_kwargs,
+            "D_kwargs": D_kwargs,
             "training_set_kwargs": snapshot.training_set_kwargs,
             "augment_p": snapshot.augment_p,
             "source": {"file": snapshot.path.name, "sha256": snapshot.sha256},
+            "distgan": keys,
         }
         tensors = {key: getattr(snapshot, key).state_dict for key in ("G", "D", "G_ema")}
         write_atomically(args.out, tensors, config)
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_status
     counts = ", ".join(f"{key} {len(sd)} tensors" for key, sd in tensors.items())
     print(f"wrote {args.out} ({counts}) from {args.pkl} (sha256 {snapshot.sha256})")
+    overrides = [f"model.{k}={v}" for k, v in keys["model"].items() if k != "family" and v is not None]
+    overrides += [f"data.{k}={v}" for k, v in keys["data"].items()]
+    print(f"train from it with: model.init_from={args.out} {' '.join(overrides)}")
     return 0
 
 

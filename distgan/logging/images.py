@@ -29,10 +29,26 @@ def grid_uint8(images: torch.Tensor, nrow: int) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 HxWx3 array as PNG (to a temporary name first, so a crash leaves no half file)."""
+    """Write a uint8 HxWx3 (or HxW) array as PNG (to a temporary name first, so a crash leaves no half file)."""
+    _save(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def save_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    """Write uint8 frames as an animated GIF that loops, `fps` frames per second (atomically, as save_png)."""
+    images = [Image.fromarray(f) for f in frames]
+    duration = round(1000 / fps)
+    _save(
+        path,
+        lambda tmp: images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+        ),
+    )
+
+
+def _save(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
+    write(tmp)
     tmp.replace(path)
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from distgan.config import DataConfig, ModelParams, require_in_range, require_power_of_two_size
 from distgan.errors import ConfigError
-from distgan.family import Batch, Family, Networks, PhaseSpec, Stats, index_generators
+from distgan.family import Batch, DataSpec, Family, Networks, PhaseSpec, Stats, index_generators
 from distgan.losses.penalties import input_gradients
 from distgan.losses.recipe import PhaseContext
 from distgan.models.stylegan2_networks import Discriminator, Generator
@@ -127,6 +127,9 @@ class StyleGAN2(Family):
     name = "stylegan2"
     Params = StyleGAN2Params
     lazy_correction = True
+    # modulated convolutions build per-sample weights: NHWC buys nothing, and DDP warns that the gradients'
+    # layout differs from its NHWC buckets
+    default_channels_last = False
 
     def __init__(self, params: StyleGAN2Params, spec) -> None:
         super().__init__(params, spec)
@@ -340,10 +343,33 @@ class StyleGAN2(Family):
         return {"z": torch.stack(z)} | ({"label": torch.stack(label)} if self.c_dim else {})
 
     def generate(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-        """G(z, c) with constant noise (deterministic samples), truncated when inputs carry "truncation_psi"."""
+        """G(z, c) with constant noise (deterministic samples), truncated when inputs carry "truncation_psi";
+        inputs with "ws" (walks, style mixing) go straight to the synthesis network."""
+        if "ws" in inputs:
+            return G.synthesis(inputs["ws"], noise_mode="const")
         z = inputs["z"]
-        psi = float(inputs["truncation_psi"]) if "truncation_psi" in inputs else 1.0
-        return G(z, self._labels(inputs, z), truncation_psi=psi, noise_mode="const")
+        return G(z, self._labels(inputs, z), truncation_psi=self._psi(inputs), noise_mode="const")
+
+    def walk_inputs(self, G: nn.Module, keys: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+        """Linear in w (the mapping network's space is meant to be traversed linearly; the paper's
+        perceptual path length measures it so)."""
+        ws = G.mapping(keys["z"], self._labels(keys, keys["z"]), truncation_psi=self._psi(keys))
+        t = t.to(ws)[None, :, None, None]
+        return {"ws": torch.lerp(ws[:-1, None], ws[1:, None], t).flatten(0, 1)}
+
+    def num_styles(self) -> int:
+        return self._num_ws()
+
+    def style_mix_inputs(
+        self, G: nn.Module, rows: dict[str, Tensor], cols: dict[str, Tensor], layers: range, psi: float = 1.0
+    ) -> dict[str, Tensor]:
+        """Row r's ws with ws[layers] from column c (StyleGAN's figure: coarse layers carry pose and shape,
+        fine ones colour)."""
+        w_rows = G.mapping(rows["z"], self._labels(rows, rows["z"]), truncation_psi=psi)
+        w_cols = G.mapping(cols["z"], self._labels(cols, cols["z"]), truncation_psi=psi)
+        ws = w_rows[:, None].repeat(1, w_cols.shape[0], 1, 1)  # (R, C, num_ws, w_dim)
+        ws[:, :, list(layers)] = w_cols[None, :, list(layers)]
+        return {"ws": ws.flatten(0, 1)}
 
     def panel(self, inputs: dict[str, Tensor], generated: Tensor) -> tuple[Tensor, int]:
         """One class per row for conditional sample inputs; a square grid otherwise."""
@@ -358,6 +384,10 @@ class StyleGAN2(Family):
             return z.new_zeros(z.shape[0], 0)
         return F.one_hot(batch["label"][: z.shape[0]], self.c_dim).to(z.dtype)
 
+    @staticmethod
+    def _psi(inputs: dict[str, Tensor]) -> float:
+        return float(inputs["truncation_psi"]) if "truncation_psi" in inputs else 1.0
+
     def _num_ws(self) -> int:
         """ws per sample: one per convolution (1 at 4x4, 2 per higher resolution) and the last toRGB's."""
         return 2 * (int(math.log2(self.spec.image_size)) - 1)
@@ -370,6 +400,44 @@ class StyleGAN2(Family):
             shapes += [(f"b{res}.conv0", res), (f"b{res}.conv1", res)]
             res *= 2
         return shapes
+
+
+def config_from_official(G_kwargs: dict, D_kwargs: dict) -> dict[str, dict]:
+    """The `model.*` and `data.*` keys that make `StyleGAN2.kwargs()` equal these official keywords (the
+    inverse of `kwargs`, e.g. for a converted snapshot's config.json); a keyword distgan does not set is an
+    error naming it."""
+    G, D = _norm(G_kwargs), _norm(D_kwargs)
+    mapping, synthesis, epilogue = (
+        G.get("mapping_kwargs", {}),
+        G.get("synthesis_kwargs", {}),
+        D.get("epilogue_kwargs", {}),
+    )
+    model = {
+        "family": "stylegan2",
+        "z_dim": G["z_dim"],
+        "w_dim": G["w_dim"],
+        "mapping_layers": mapping.get("num_layers", 8),
+        "mapping_lr": mapping.get("lr_multiplier", 0.01),
+        "channel_base": synthesis.get("channel_base", 32768),
+        "channel_max": synthesis.get("channel_max", 512),
+        "num_fp16_res": synthesis.get("num_fp16_res", 0),
+        "conv_clamp": synthesis.get("conv_clamp"),
+        "g_architecture": synthesis.get("architecture", "skip"),
+        "d_architecture": D.get("architecture", "resnet"),
+        "mbstd_group_size": epilogue.get("mbstd_group_size", 4),
+        "mbstd_num_channels": epilogue.get("mbstd_num_channels", 1),
+        "cmap_dim": D.get("cmap_dim"),
+        "conditional": G.get("c_dim", 0) > 0,
+    }
+    data = {"image_size": G["img_resolution"], "channels": G["img_channels"]}
+    data |= {"num_classes": G["c_dim"]} if G.get("c_dim", 0) > 0 else {}
+    params = StyleGAN2Params(**model)
+    mine = StyleGAN2(params, DataSpec(data["image_size"], data["channels"], data.get("num_classes"))).kwargs()
+    for name, theirs, ours in (("G", G, _norm(mine[0])), ("D", D, _norm(mine[1]))):
+        if theirs != ours:
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise ConfigError(f"official {name}_kwargs: {', '.join(differ)} not expressible as model.* keys")
+    return {"model": model, "data": data}
 
 
 def load_converted(folder: Path, nets: dict[str, nn.Module], kwargs: tuple[dict, dict]) -> None:

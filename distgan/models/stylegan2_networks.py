@@ -181,9 +181,9 @@ class FullyConnectedLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, self.activation, ACTIVATION_GAIN[self.activation])
+        if self.activation == "linear":
+            return F.linear(x, w, b)
+        return bias_act(F.linear(x, w), b, self.activation, ACTIVATION_GAIN[self.activation])
 
     def extra_repr(self) -> str:
         return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, activation={self.activation}"

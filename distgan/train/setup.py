@@ -161,6 +161,10 @@ def wrap_models(accelerator: Accelerator, cfg: Config, networks: dict[str, nn.Mo
         # want (no buffer broadcast in forward), so only this deprecation notice is silenced, only here.
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
         wrapped = accelerator.prepare(*fast.values())
+    # A weight with a dimension of size 1 (StyleGAN2's 1-output dense layer) can get a gradient whose stride in
+    # that dimension differs from the parameter's: the same memory order, which DDP copies into its bucket
+    # (16 numbers) with a warning from inside every backward; only that notice is silenced.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
     wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
     return Nets(dict(zip(fast, wrapped, strict=True)), plain, fast)
 

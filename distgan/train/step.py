@@ -149,9 +149,24 @@ def global_mean(world: int, t: Tensor) -> Tensor:
     loss through it has the gradient it would have on one process); `t` itself on one process."""
     if world == 1:
         return t
-    from torch.distributed.nn.functional import all_reduce
+    return _AllReduceSum.apply(t) / world
 
-    return all_reduce(t) / world
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the gradients over processes (each rank's loss reads every rank's
+    input); torch.distributed.nn.functional.all_reduce does the same but is deprecated."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # noqa: ANN001
+        out = t.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
 
 
 def _merge(stats: Stats, new: Stats) -> Stats:

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from distgan.logging.images import image_uint8
 from distgan.sampling import load_generator, sample
-from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run, sample_py
+from launch.sample import main as sample_main
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
 from tests.wandb_offline import read_offline_run
 
 TINY_CGAN = str(TEST_CONFIGS / "tiny_cgan.yaml")
@@ -64,10 +65,10 @@ def test_two_process_training_writes_samples_checkpoint_and_generator(cgan_run: 
 def test_sample_py_class_grid_rows_are_classes(cgan_run: tuple[Path, str], tmp_path: Path) -> None:
     generator = str(cgan_run[0] / "generator")
     grid = tmp_path / "grid.png"
-    assert_ok(sample_py("--generator", generator, "--out", str(grid), "--grid", "classes", "--seed", "5"))
+    assert sample_main(["--generator", generator, "--out", str(grid), "--grid", "classes", "--seed", "5"]) == 0
     assert Image.open(grid).size == (10 * CELL + 2, 10 * CELL + 2)  # 10 classes x 10 noise vectors
     folder = tmp_path / "each"
-    assert_ok(sample_py("--generator", generator, "--out", str(folder), "--grid", "classes", "--seed", "5"))
+    assert sample_main(["--generator", generator, "--out", str(folder), "--grid", "classes", "--seed", "5"]) == 0
     written = sorted(folder.glob("*.png"))
     assert len(written) == 100
     # image i is class i // 10 drawn with noise i % 10: the same as the family's own seeded layout
@@ -78,17 +79,18 @@ def test_sample_py_class_grid_rows_are_classes(cgan_run: tuple[Path, str], tmp_p
         assert np.array_equal(np.asarray(Image.open(written[i])), image_uint8(images[i]))
 
 
-def test_sample_py_one_class(cgan_run: tuple[Path, str], tmp_path: Path) -> None:
+def test_sample_py_one_class(cgan_run: tuple[Path, str], tmp_path: Path, capsys) -> None:
     generator = str(cgan_run[0] / "generator")
     folder = tmp_path / "threes"
-    assert_ok(sample_py("--generator", generator, "--out", str(folder), "--class", "3", "--n", "20"))
+    assert sample_main(["--generator", generator, "--out", str(folder), "--class", "3", "--n", "20"]) == 0
     written = sorted(folder.glob("*.png"))
     assert len(written) == 20 and Image.open(written[0]).size == (16, 16)
     grid = tmp_path / "threes.png"
-    assert_ok(sample_py("--generator", generator, "--out", str(grid), "--class", "3", "--n", "20"))
+    assert sample_main(["--generator", generator, "--out", str(grid), "--class", "3", "--n", "20"]) == 0
     assert Image.open(grid).size == (4 * CELL + 2, 5 * CELL + 2)  # a plain grid, round(sqrt(20)) per row
-    bad = sample_py("--generator", generator, "--out", str(grid), "--class", "10")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --class 10: must be in [0, 10)"
+    capsys.readouterr()
+    assert sample_main(["--generator", generator, "--out", str(grid), "--class", "10"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --class 10: must be in [0, 10)"
 
 
 def test_sample_py_class_and_random_classes_draw_n_distinct_images(cgan_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -96,7 +98,7 @@ def test_sample_py_class_and_random_classes_draw_n_distinct_images(cgan_run: tup
     for extra in (["--class", "7"], []):
         folder = tmp_path / f"out{len(extra)}"
         # 64 is not a multiple of the 10 classes
-        assert_ok(sample_py("--generator", generator, "--out", str(folder), "--n", "64", *extra))
+        assert sample_main(["--generator", generator, "--out", str(folder), "--n", "64", *extra]) == 0
         written = sorted(folder.glob("*.png"))
         assert len(written) == 64 and len({Image.open(p).tobytes() for p in written}) == 64
 

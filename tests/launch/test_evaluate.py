@@ -12,7 +12,13 @@ from tests.metrics.helpers import export_tiny_generator, tiny_classifier
 
 
 def evaluate(args: list[str], nproc: int = 1, env: dict | None = None):
-    return run(launch_command("launch/evaluate.py", args, nproc), timeout=300, env=env)
+    """`python launch/evaluate.py ARGS`, or through `accelerate launch --multi_gpu` for nproc > 1."""
+    cmd = (
+        [sys.executable, "launch/evaluate.py", *args]
+        if nproc == 1
+        else launch_command("launch/evaluate.py", args, nproc)
+    )
+    return run(cmd, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from distgan.sampling import load_generator
-from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run, sample_py
+from launch.sample import main as sample_main
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
 from tests.wandb_offline import read_offline_run
 
 TINY_PIX2PIX = str(TEST_CONFIGS / "tiny_pix2pix.yaml")
@@ -89,12 +90,11 @@ def _source_folder(shapes: Path, folder: Path) -> list[str]:
     return names
 
 
-def test_sample_py_translates_a_folder(p2p_run: tuple[Path, str], shapes: Path, tmp_path: Path) -> None:
+def test_sample_py_translates_a_folder(p2p_run: tuple[Path, str], shapes: Path, tmp_path: Path, capsys) -> None:
     source, out = tmp_path / "in", tmp_path / "translated"
     names = _source_folder(shapes, source)
-    result = sample_py("--generator", str(p2p_run[0] / "generator"), "--input", str(source), "--out", str(out))
-    assert_ok(result)
-    assert "translated 3 images" in result.stdout
+    assert sample_main(["--generator", str(p2p_run[0] / "generator"), "--input", str(source), "--out", str(out)]) == 0
+    assert "translated 3 images" in capsys.readouterr().out
     written = sorted(out.glob("*.png"))
     assert [p.stem for p in written] == sorted(names)  # one output per input, same name
     for path in written:

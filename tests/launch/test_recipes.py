@@ -20,6 +20,7 @@ from distgan.train.checkpoint import check_compatible
 from distgan.train.loop import build_training, make_step
 from distgan.train.setup import Precision, make_accelerator
 from distgan.train.spectral import SPECTRAL_LAYERS, apply_spectral_norm, spectral_layers
+from launch.sample import main as sample_main
 from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
 
 TINY_DCGAN = str(TEST_CONFIGS / "tiny_dcgan.yaml")
@@ -72,7 +73,7 @@ def test_spectral_norm_where_asked_survives_resume_export_and_sampling(tmp_path:
     with torch.no_grad():
         assert torch.allclose(exported.eval()(z), with_sn.eval()(z), atol=1e-6)
     png = tmp_path / "s.png"
-    assert_ok(run([sys.executable, "launch/sample.py", "--generator", str(out / "generator"), "--out", str(png)]))
+    assert sample_main(["--generator", str(out / "generator"), "--out", str(png)]) == 0
     assert png.stat().st_size > 0
     # resuming with spectral norm changed is refused, naming the key (checked before any process group starts)
     changed = load_config(TINY_DCGAN, [f"data.path={digits}", "train.spectral_norm=none"])

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -37,6 +38,7 @@ def gens(tmp_path_factory) -> dict[str, Path]:
         "dcgan": _export(root / "dcgan", "tiny_dcgan"),
         "cgan": _export(root / "cgan", "tiny_cgan", DataSpec(16, 1, 10)),
         "pix2pix": _export(root / "pix2pix", "tiny_pix2pix"),
+        "stylegan2": _export(root / "stylegan2", "tiny_stylegan2"),
     }
 
 
@@ -154,6 +156,17 @@ def test_bad_input_image_is_named(tmp_path: Path, gens: dict[str, Path], capsys,
         (["--out", "OUT/full"], "OUT/full: already holds PNG files"),
         (["--class", "3"], "--class/--grid: the 'dcgan' generator is not class-conditional"),
         (["--input", "OUT"], "--input: the 'dcgan' generator does not translate images"),
+        (["--truncation", "0.7"], "--truncation: the 'dcgan' generator has no style space (stylegan2 has)"),
+        (["--truncation", "nan"], "--truncation nan: must be in [0, 2]"),
+        (["--grid", "style-mix"], "--grid style-mix: the 'dcgan' generator has no style space"),
+        (["--interpolate", "1"], "--interpolate 1: must be in [2, 1000]"),
+        (["--interpolate", "4", "--seeds", "3"], "--seeds 3: a walk needs at least 2 seeds"),
+        (["--interpolate", "4", "--seeds", "a,b"], "--seeds a,b: give seeds as 0,5,9 or 0-3"),
+        (["--interpolate", "4", "--seeds", "0-99"], "--seeds 0-99: give 1 to 64 seeds"),
+        (["--interpolate", "4", "--out", "OUT/walk.mp4"], "videos are not written (no ffmpeg dependency)"),
+        (["--interpolate", "4", "--grid", "classes"], "--interpolate: not used with --input or --grid"),
+        (["--seeds", "1,2"], "--seeds: used only with --interpolate or --grid style-mix"),
+        (["--out", "OUT/walk.gif"], "--interpolate writes an animated .gif"),
     ],
 )
 def test_bad_option(tmp_path: Path, gens: dict[str, Path], capsys, args: list[str], expected: str) -> None:
@@ -180,6 +193,120 @@ def test_bad_option(tmp_path: Path, gens: dict[str, Path], capsys, args: list[st
 def test_bad_class_option(tmp_path: Path, gens: dict[str, Path], capsys, args: list[str], expected: str) -> None:
     assert main(["--generator", str(gens["cgan"]), "--out", str(tmp_path / "g.png"), *args]) == 2
     _one_error_line(capsys, expected)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--grid", "style-mix", "--mix-layers", "0-8"], "--mix-layers 0-8: this generator has styles 0-5"),
+        (["--grid", "style-mix", "--mix-layers", "2-1"], "--mix-layers 2-1: this generator has styles 0-5"),
+        (["--grid", "style-mix", "--mix-layers", "coarse"], "--mix-layers coarse: give the styles as A-B"),
+        (["--grid", "style-mix", "--out", "OUT/mix/"], "--grid style-mix writes one grid"),
+        (["--interpolate", "3", "--mix-layers", "0-1"], "--mix-seeds/--mix-layers: used only with --grid style-mix"),
+        (["--truncation", "2.5"], "--truncation 2.5: must be in [0, 2]"),
+    ],
+)
+def test_bad_style_option(tmp_path: Path, gens: dict[str, Path], capsys, args: list[str], expected: str) -> None:
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "g.png")]
+    assert main(["--generator", str(gens["stylegan2"]), *out, *args]) == 2
+    _one_error_line(capsys, expected.replace("OUT", str(tmp_path)))
+    assert not any(tmp_path.iterdir())
+
+
+def _pngs(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(f)).astype(int) for f in sorted(folder.glob("*.png"))]
+
+
+def _cells(grid: Path, size: int, cols: int) -> list[np.ndarray]:
+    """The images of a grid PNG (make_grid's layout: 2 pixels of padding), row-major; first channel."""
+    pixels = np.asarray(Image.open(grid)).astype(int)[..., 0]
+    rows, step = (pixels.shape[0] - 2) // (size + 2), size + 2
+    return [
+        pixels[2 + r * step : 2 + r * step + size, 2 + c * step :][:, :size] for r in range(rows) for c in range(cols)
+    ]
+
+
+def test_truncation(tmp_path: Path, gens: dict[str, Path]) -> None:
+    """psi 1 is no truncation; psi 0 draws every image at the tracked average w (one image n times)."""
+
+    def draw(name: str, *extra: str) -> list[np.ndarray]:
+        assert main(["--generator", str(gens["stylegan2"]), "--out", f"{tmp_path / name}/", "--n", "4", *extra]) == 0
+        return _pngs(tmp_path / name)
+
+    plain, one, zero, half = (
+        draw("plain"),
+        draw("one", "--truncation", "1"),
+        draw("zero", "--truncation", "0"),
+        draw("half", "--truncation", "0.5"),
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(plain, one))
+    assert all(np.array_equal(zero[0], z) for z in zero[1:]) and not np.array_equal(plain[0], plain[1])
+    assert all(np.abs(h - p).mean() < np.abs(z - p).mean() for h, p, z in zip(half, plain, zero))  # in between
+
+
+@pytest.mark.parametrize("name", ["dcgan", "stylegan2", "cgan"])
+def test_walk_starts_and_ends_at_its_seeds(tmp_path: Path, gens: dict[str, Path], name: str) -> None:
+    """Frame 0 is `--seed 3`'s image, the last frame `--seed 8`'s (slerp in z; StyleGAN2: lerp in w); a .gif has
+    each segment's frames with the shared keyframes once; a .png has one row per segment."""
+    gen = ["--generator", str(gens[name])]
+    for seed in (3, 8):
+        assert (
+            main(
+                [*gen, "--out", f"{tmp_path}/seed{seed}/", "--n", "1", "--seed", str(seed)]
+                + (["--class", "0"] if name == "cgan" else [])
+            )
+            == 0
+        )
+    assert main([*gen, "--out", f"{tmp_path}/walk/", "--interpolate", "5", "--seeds", "3,8", "--batch", "2"]) == 0
+    frames = _pngs(tmp_path / "walk")
+    assert len(frames) == 5
+    assert np.abs(frames[0] - _pngs(tmp_path / "seed3")[0]).max() <= 1
+    assert np.abs(frames[-1] - _pngs(tmp_path / "seed8")[0]).max() <= 1
+    assert len({f.tobytes() for f in frames}) == 5  # it moves
+
+    assert main([*gen, "--out", str(tmp_path / "walk.gif"), "--interpolate", "4", "--seeds", "0-2"]) == 0
+    with Image.open(tmp_path / "walk.gif") as gif:
+        assert gif.n_frames == 2 * 4 - 1 and gif.info["loop"] == 0
+    assert main([*gen, "--out", str(tmp_path / "walk.png"), "--interpolate", "4", "--seeds", "0-2"]) == 0
+    size = 16
+    assert Image.open(tmp_path / "walk.png").size == (4 * (size + 2) + 2, 2 * (size + 2) + 2)
+
+
+def test_style_mixing_grid(tmp_path: Path, gens: dict[str, Path]) -> None:
+    """Top row: the columns' images; left column: the rows'; a cell takes the columns' styles in --mix-layers:
+    all of them gives the column's image; a cell is the synthesis of the row's ws with those layers replaced."""
+    gen, size = ["--generator", str(gens["stylegan2"])], 16
+    for seed in (0, 1, 5, 6, 7):
+        assert main([*gen, "--out", f"{tmp_path}/s{seed}/", "--n", "1", "--seed", str(seed)]) == 0
+    single = {
+        seed: _pngs(tmp_path / f"s{seed}")[0][..., 0]
+        if _pngs(tmp_path / f"s{seed}")[0].ndim == 3
+        else _pngs(tmp_path / f"s{seed}")[0]
+        for seed in (0, 1, 5, 6, 7)
+    }
+    mix = ["--grid", "style-mix", "--seeds", "0,1", "--mix-seeds", "5-7"]
+    assert main([*gen, "--out", str(tmp_path / "all.png"), *mix, "--mix-layers", "0-5"]) == 0
+    cells = _cells(tmp_path / "all.png", size, 4)
+    assert len(cells) == 3 * 4 and not cells[0].any()  # the corner is blank
+    for c, seed in enumerate((5, 6, 7), start=1):
+        assert np.abs(cells[c] - single[seed]).max() <= 1  # top row
+        for r in (1, 2):
+            assert np.abs(cells[4 * r + c] - single[seed]).max() <= 1  # every style from the column
+    for r, seed in ((1, 0), (2, 1)):
+        assert np.abs(cells[4 * r] - single[seed]).max() <= 1  # left column
+
+    assert main([*gen, "--out", str(tmp_path / "fine.png"), *mix, "--mix-layers", "4-5"]) == 0
+    fine = _cells(tmp_path / "fine.png", size, 4)
+    family, G = load_generator(gens["stylegan2"])
+    z = {seed: next(draw_inputs(family, 1, seed, 1))["z"] for seed in (0, 1, 5, 6, 7)}
+    c = torch.zeros(1, 0)
+    for r, row in ((1, 0), (2, 1)):  # the synthesis of row's ws with ws[4:6] from the column, by hand
+        for col_index, col in enumerate((5, 6, 7), start=1):
+            ws = G.mapping(z[row], c).clone()
+            ws[:, 4:6] = G.mapping(z[col], c)[:, 4:6]
+            expected = ((G.synthesis(ws, noise_mode="const")[0, 0].clamp(-1, 1) + 1) * 127.5).round().int().numpy()
+            assert np.abs(fine[4 * r + col_index] - expected).max() <= 1
 
 
 def test_translation_never_overwrites_its_sources(tmp_path: Path, gens: dict[str, Path], capsys) -> None:

@@ -12,7 +12,8 @@ import pytest
 from safetensors.torch import load_file
 
 from distgan.train.checkpoint import load_tree
-from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
+from launch.sample import main as sample_main
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_command, launch_train, run
 from tests.wandb_offline import read_offline_run
 
 TINY_DCGAN = str(TEST_CONFIGS / "tiny_dcgan.yaml")
@@ -54,7 +55,7 @@ def test_two_process_dcgan_with_batchnorm_logs_to_wandb_offline(tmp_path: Path, 
 def test_resume_latest_continues_step_and_optimizer_then_sample(tmp_path: Path, digits: Path) -> None:
     out = tmp_path / "run"
     base = ["--config", TINY_GAN, "--output-dir", str(out), f"data.path={digits}"]
-    assert_ok(launch_train(base))
+    assert_ok(run(launch_command("launch/train.py", base)))  # `accelerate launch` with one process
     again = launch_train(base)  # the run exists: refuse rather than overwrite it
     assert again.returncode != 0 and "already holds a run; pass --resume latest" in again.stderr
     result = launch_train([*base, "--resume", "latest", "train.max_steps=6"])
@@ -66,28 +67,12 @@ def test_resume_latest_continues_step_and_optimizer_then_sample(tmp_path: Path, 
         adam = load_tree(final, f"opt_{net}")
         assert {float(s["step"]) for s in adam["state"].values()} == {6.0}, "optimizer state was not carried over"
     # the exported generator alone is enough to sample
-    grid = tmp_path / "grid.png"
-    assert_ok(
-        run([sys.executable, "launch/sample.py", "--generator", str(out / "generator"), "--out", str(grid), "--n", "9"])
-    )
+    grid, folder = tmp_path / "grid.png", tmp_path / "images"
+    assert sample_main(["--generator", str(out / "generator"), "--out", str(grid), "--n", "9"]) == 0
     from PIL import Image
 
     assert Image.open(grid).size == (3 * 18 + 2, 3 * 18 + 2)  # 3x3 grid of 16px images, 2px padding
-    folder = tmp_path / "images"
-    assert_ok(
-        run(
-            [
-                sys.executable,
-                "launch/sample.py",
-                "--generator",
-                str(out / "generator"),
-                "--out",
-                str(folder),
-                "--n",
-                "5",
-            ]
-        )
-    )
+    assert sample_main(["--generator", str(out / "generator"), "--out", str(folder), "--n", "5"]) == 0
     assert len(list(folder.glob("*.png"))) == 5 and Image.open(folder / "00000.png").size == (16, 16)
     assert set(load_file(out / "generator" / "model.safetensors")) == set(load_file(final / "G.safetensors"))
 

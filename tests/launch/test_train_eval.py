@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run, sample_py
+from launch.sample import main as sample_main
+from tests.conftest import TEST_CONFIGS, assert_ok, launch_train, run
 from tests.metrics.helpers import tiny_classifier
 from tests.wandb_offline import read_offline_run
 
@@ -55,10 +56,8 @@ def test_two_processes_evaluate_the_ema_log_it_and_keep_the_best(tmp_path: Path,
     meta = json.loads((out / "generator" / "config.json").read_text())
     assert meta["weights"] == "ema" and (out / "generator" / "model_raw.safetensors").is_file()
     ema, raw = tmp_path / "ema.png", tmp_path / "raw.png"
-    assert_ok(sample_py("--generator", str(out / "generator"), "--out", str(ema), "--n", "4", "--device", "cpu"))
-    assert_ok(
-        sample_py("--generator", str(out / "generator"), "--out", str(raw), "--n", "4", "--raw", "--device", "cpu")
-    )
+    assert sample_main(["--generator", str(out / "generator"), "--out", str(ema), "--n", "4", "--device", "cpu"]) == 0
+    assert sample_main(["--generator", str(out / "generator"), "--out", str(raw), "--n", "4", "--raw"]) == 0
     ema_pixels, raw_pixels = (np.asarray(Image.open(p)) for p in (ema, raw))
     assert ema_pixels.shape == raw_pixels.shape and (ema_pixels != raw_pixels).any()  # two different generators
     # the last evaluation scored the exported generator, although BatchNorm statistics differ per process

@@ -142,7 +142,10 @@ def test_init_from_a_converted_official_snapshot(tmp_path) -> None:
         [sys.executable, "scripts/convert_stylegan2.py", "--pkl", str(REF / "network-snapshot.pkl"), "--out", str(out)]
     )
     assert result.returncode == 0, result.stderr
-    cfg = _config({"init_from": str(out)})
+    keys = json.loads((out / "config.json").read_text())["distgan"]  # the model.* / data.* the converter names
+    assert f"model.init_from={out} model.z_dim=64 " in result.stdout and "data.image_size=32" in result.stdout
+    raw = {"model": keys["model"] | {"init_from": str(out)}, "data": {"path": "x"} | keys["data"]}
+    cfg = build_config(raw)
     nets = get_family("stylegan2")(cfg.model, DataSpec(32, 3)).build_networks()
     for name in ("G", "D"):
         expected = load_file(REF / f"{name}.safetensors")
@@ -152,3 +155,33 @@ def test_init_from_a_converted_official_snapshot(tmp_path) -> None:
         get_family("stylegan2")(cfg.model, DataSpec(32, 3)).build_networks()
     with pytest.raises(ConfigError, match="convert_stylegan2.py"):
         _config({"init_from": str(tmp_path / "nowhere")})
+
+
+def test_official_keywords_round_trip() -> None:
+    """config_from_official inverts kwargs() for other architectures too, and names what it cannot express."""
+    from distgan.models.stylegan2 import config_from_official
+
+    model = {
+        "family": "stylegan2",
+        "z_dim": 32,
+        "w_dim": 48,
+        "mapping_layers": 8,
+        "channel_base": 2048,
+        "channel_max": 96,
+        "g_architecture": "resnet",
+        "d_architecture": "skip",
+        "mbstd_group_size": 2,
+        "conv_clamp": 256.0,
+        "num_fp16_res": 2,
+        "cmap_dim": 16,
+        "conditional": True,
+    }
+    cfg = build_config({"model": model, "data": {"path": "x", "image_size": 64, "channels": 1}})
+    kwargs = get_family("stylegan2")(cfg.model, DataSpec(64, 1, 10)).kwargs()
+    keys = config_from_official(*kwargs)
+    assert keys["data"] == {"image_size": 64, "channels": 1, "num_classes": 10}
+    assert all(keys["model"][k] == v for k, v in model.items())
+    bad = json.loads(json.dumps(kwargs[0]))
+    bad["synthesis_kwargs"]["use_noise"] = False
+    with pytest.raises(ConfigError, match="synthesis_kwargs"):
+        config_from_official(bad, kwargs[1])

@@ -61,78 +61,71 @@ def checkpoint_steps(out: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in (out / "checkpoints").glob("step_*"))
 
 
-def wait_for_progress(slurm: Slurm, job: int, out: Path, log: Path) -> None:
-    """Until the job runs and its training wrote a sample grid (so it is past start-up, mid-training)."""
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def wait_for_progress(slurm: Slurm, job: int, out: Path, log: Path, after: int = -1) -> None:
+    """Until the job runs and its training wrote a sample grid of a step > `after` (past start-up, mid-training)."""
 
     def training(info: dict[str, str]) -> bool:
-        assert info["JobState"] in ("PENDING", "RUNNING"), f"job ended early: {info}\n{slurm.diagnose(log)}"
-        return info["JobState"] == "RUNNING" and any((out / "samples").glob("*.png"))
+        assert info["JobState"] not in ENDED, f"job ended early: {info}\n{slurm.diagnose(log)}"
+        steps = [int(p.stem.split("_")[1]) for p in (out / "samples").glob("step_*.png")]
+        return info["JobState"] == "RUNNING" and any(step > after for step in steps)
 
     slurm.wait_for(job, training, "running with progress", timeout=180, log=log)
 
 
-def assert_stopped_requeued_resumed(slurm: Slurm, job: int, out: Path, log: Path, signal_seen: str) -> None:
-    info = slurm.wait_finished(job, log=log)
-    text = read_log(log)
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{slurm.diagnose(log)}"
-    assert info["Restarts"] == "1", f"requeued once: {info}\n{text[-3000:]}"
-    # the stop: a checkpoint written by the signal, mid-run
-    assert signal_seen in text, text[-3000:]
-    stopped = [int(s) for s in re.findall(r"distgan: stopped by SIG\w+ at step (\d+); checkpoint written", text)]
-    assert len(stopped) == 1 and 0 < stopped[0] < 400, text[-3000:]
-    assert checkpoint_steps(out) == [stopped[0], 400]  # checkpoint.every=1000: only the signal's and the last
-    assert state(out, stopped[0])["step"] == stopped[0]
-    assert "requeueing job" in text
-    # the second start resumed from it and finished at exactly train.max_steps
-    assert len(re.findall(r"distgan-slurm: job \d+ start \d", text)) == 2
-    assert f'"resume_from": "{out}/checkpoints/step_{stopped[0]:09d}"' in text, text[-3000:]
-    final = state(out, 400)
-    assert final["step"] == 400 and final["images_seen"] == 400 * BATCH * 2
-    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000000400"
-    assert (out / "samples" / "step_000000400.png").exists()
+def stops(log: Path) -> list[int]:
+    """The steps at which a signal stopped the training with a checkpoint, in order."""
+    return [int(s) for s in re.findall(r"distgan: stopped by SIG\w+ at step (\d+); checkpoint written", read_log(log))]
 
 
 LONG = ["train.max_steps=400", "checkpoint.every=1000", "train.control_every=2", "log.sample_every=20"]
 
 
-def test_single_node_job_trains_two_cpu_processes(slurm: Slurm, digits: Path, tmp_path: Path) -> None:
+def test_time_limit_warning_and_preemption_checkpoint_requeue_and_resume(
+    slurm: Slurm, digits: Path, tmp_path: Path
+) -> None:
+    """One job stopped both ways clusters stop jobs, requeued after each, finishing at exactly max_steps:
+    first the time-limit warning (what `#SBATCH --signal=B:USR1@300` sends 5 minutes before the limit: USR1
+    to the batch shell only), then partition preemption (a job of a higher-priority partition needs the node:
+    SLURM sends SIGTERM to every process of the job's steps, not its batch shell, and requeues it)."""
     out = tmp_path / "run"
-    job, log = submit_training(slurm, SINGLE, out, digits, ["train.max_steps=4"], procs_per_node=2)
+    job, log = submit_training(slurm, SINGLE, out, digits, LONG, procs_per_node=2)
+    wait_for_progress(slurm, job, out, log)
+    info = slurm.job(job)
+    assert info["Requeue"] == "1" and info["TimeLimit"] == "04:00:00"  # the script's #SBATCH lines were read
+    slurm.cmd("scancel", "--batch", "--signal=USR1", str(job))
+    slurm.wait_for(job, lambda _: len(stops(log)) == 1, "stopped by the time-limit warning", timeout=120, log=log)
+    wait_for_progress(slurm, job, out, log, after=stops(log)[0])  # requeued, resumed, training again
+    urgent = slurm.submit(
+        "--wrap=true", options=("--partition=urgent", f"--nodelist={slurm.job(job)['NodeList']}", "--exclusive",
+                                "--output=/dev/null")
+    )  # fmt: skip
     info = slurm.wait_finished(job, log=log)
     text = read_log(log)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{slurm.diagnose(log)}"
-    assert info["Restarts"] == "0" and info["Requeue"] == "1"  # the script's #SBATCH --requeue
-    assert info["TimeLimit"] == "04:00:00"  # the script's #SBATCH lines were read
-    assert "on 2 x cpu" in text and '"global_batch": 16' in text, text[-3000:]
-    assert '"resume_from": null' in text  # --resume latest with nothing to resume: a fresh start
-    assert "node 0/1" in text and "2 process(es), 0 GPU(s)" in text
-    assert state(out, 4)["step"] == 4 and state(out, 4)["images_seen"] == 4 * BATCH * 2
-    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000000004"
-    assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["step_000000002.png", "step_000000004.png"]
-    assert {"model.safetensors", "config.json"} <= {p.name for p in (out / "generator").iterdir()}
-
-
-def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm: Slurm, digits: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    job, log = submit_training(slurm, SINGLE, out, digits, LONG, procs_per_node=2)
-    wait_for_progress(slurm, job, out, log)
-    # What `#SBATCH --signal=B:USR1@300` sends 5 minutes before the time limit: USR1 to the batch shell only.
-    slurm.cmd("scancel", "--batch", "--signal=USR1", str(job))
-    assert_stopped_requeued_resumed(slurm, job, out, log, "batch shell got SIGUSR1")
-
-
-def test_preemption_checkpoints_requeues_and_resumes(slurm: Slurm, digits: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    job, log = submit_training(slurm, SINGLE, out, digits, LONG, procs_per_node=2)
-    wait_for_progress(slurm, job, out, log)
-    node = slurm.job(job)["NodeList"]
-    # A job of a higher-priority partition needs that node: SLURM sends SIGTERM to every process of the
-    # preempted job's steps (not its batch shell) and would requeue it after GraceTime.
-    urgent = slurm.submit(
-        "--wrap=true", options=("--partition=urgent", f"--nodelist={node}", "--exclusive", "--output=/dev/null")
-    )
-    assert_stopped_requeued_resumed(slurm, job, out, log, "node 0 got SIGTERM")
+    assert info["Restarts"] == "2", f"requeued twice: {info}\n{text[-3000:]}"
     assert slurm.wait_finished(urgent)["JobState"] == "COMPLETED"
+    # the first start: 2 gloo processes on one node, nothing to resume
+    assert "on 2 x cpu" in text and '"global_batch": 16' in text, text[-3000:]
+    assert "node 0/1" in text and "2 process(es), 0 GPU(s)" in text
+    assert text.count('"resume_from": null') == 1  # --resume latest with nothing to resume: a fresh start
+    # each stop: the signal seen, a checkpoint written mid-run, a requeue, the next start resuming from it
+    assert "batch shell got SIGUSR1" in text and "node 0 got SIGTERM" in text, text[-3000:]
+    first, second = stops(log)
+    assert 0 < first < second < 400, text[-3000:]
+    assert checkpoint_steps(out) == [second, 400]  # checkpoint.every=1000; keep 2: the first stop's is pruned
+    assert state(out, second)["step"] == second
+    assert text.count("requeueing job") == 2
+    assert len(re.findall(r"distgan-slurm: job \d+ start \d", text)) == 3
+    for step in (first, second):
+        assert f'"resume_from": "{out}/checkpoints/step_{step:09d}"' in text, text[-3000:]
+    final = state(out, 400)
+    assert final["step"] == 400 and final["images_seen"] == 400 * BATCH * 2
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000000400"
+    assert (out / "samples" / "step_000000400.png").exists()
+    assert {"model.safetensors", "config.json"} <= {p.name for p in (out / "generator").iterdir()}
 
 
 def test_two_nodes_one_process_each(slurm: Slurm, digits: Path, tmp_path: Path) -> None:
