@@ -244,7 +244,7 @@ def style_mix(family, G, args: argparse.Namespace) -> None:
 
     with torch.no_grad():
         mixed = images(family.style_mix_inputs(G, row_in, col_in, layers, psi=args.truncation or 1.0))
-    top, left = images(col_in | psi).cpu(), images(row_in | psi).cpu()
+    top, left = images(col_in | psi), images(row_in | psi)  # on the CPU, as images() returns them
     blank = -torch.ones_like(top[:1])  # black, as the padding
     cells = [torch.cat([blank, top])]
     for r in range(len(rows)):
